@@ -1,0 +1,7 @@
+"""`python -m collab` runs the CLI."""
+
+import sys
+
+from collab.cli import main
+
+sys.exit(main())

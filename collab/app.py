@@ -1,0 +1,108 @@
+"""Wiring: the aiohttp application and how it starts and stops. No logic of its own.
+
+Parts are created in `cleanup_ctx` order (store, then rooms) and torn down in reverse.
+On shutdown the listening socket closes first, then every connection is closed with 1001
+so providers reconnect elsewhere, then rooms commit and snapshot, then the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from collab import __version__, api, ws
+from collab.appkeys import ROOMS, SETTINGS, STORE
+from collab.config import Settings
+from collab.peer import CLOSE_GOING_AWAY
+from collab.rooms import Rooms
+from collab.sqlite_store import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The collab application for `settings`; its parts start with the app."""
+    app = web.Application(middlewares=[_room_upgrades], client_max_size=settings.max_message_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_rooms)
+    app.on_shutdown.append(_close_connections)
+    api.add_routes(app)
+    return app
+
+
+@web.middleware
+async def _room_upgrades(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Any path under the prefix can be a room ("healthz" included), so WebSocket upgrades
+    # are dispatched before routing; plain HTTP requests go to the routes.
+    if ws.is_room_request(request):
+        return await ws.handle(request)
+    return await handler(request)
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = await SQLiteStore.open(settings.db, sync=settings.db_sync)
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _rooms(app: web.Application) -> AsyncIterator[None]:
+    rooms = Rooms(app[STORE], app[SETTINGS])
+    app[ROOMS] = rooms
+    yield
+    await rooms.close()
+
+
+async def _close_connections(app: web.Application) -> None:
+    app[ROOMS].close_peers(CLOSE_GOING_AWAY, "server shutting down")
+
+
+async def start(settings: Settings) -> tuple[web.AppRunner, int]:
+    """Start serving `settings`; return the runner (for `cleanup()`) and the bound port."""
+    runner = web.AppRunner(
+        create_app(settings),
+        shutdown_timeout=settings.shutdown_seconds,
+        handle_signals=False,
+        access_log=None,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = int(runner.addresses[0][1])
+    return runner, port
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    runner, port = await start(settings)
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    log.info(
+        "collab %s serving documents at ws://%s:%d%s<name> (database %s)",
+        __version__,
+        host,
+        port,
+        settings.room_prefix,
+        settings.db.resolve(),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+        log.info("stopped")

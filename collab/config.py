@@ -1,0 +1,107 @@
+"""Settings: the one typed configuration object, filled once from CLI flags and `COLLAB_*`
+environment variables and passed to every part. Nothing else in collab reads the environment.
+
+Every field's metadata carries its help text; the CLI derives `--flag-name` and
+`COLLAB_FLAG_NAME` from the field name, so adding a field here adds its flag and variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+KiB = 1024
+MiB = 1024 * KiB
+
+SQLiteSync = Literal["normal", "full"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a collab server can be told. Defaults are safe for local use."""
+
+    # --- Network
+    host: str = _opt("127.0.0.1", "Address to listen on.")
+    port: int = _opt(1234, "TCP port to listen on.")
+    base_path: str = _opt("/", "URL prefix under which WebSocket room names live (e.g. /collab/).")
+
+    # --- Storage
+    db: Path = _opt(Path("collab.db"), "SQLite database file; created on first start.")
+    db_sync: SQLiteSync = _opt(
+        "normal",
+        "SQLite synchronous level: 'normal' survives a crash of the process, "
+        "'full' also survives power loss, at a higher cost per commit.",
+        choices=("normal", "full"),
+    )
+    snapshot_updates: int = _opt(
+        1000, "Take a snapshot of a document after this many updates since the last one."
+    )
+    snapshot_seconds: float = _opt(
+        60.0, "... or this many seconds after the first update not yet in a snapshot."
+    )
+
+    # --- Rooms and connections
+    room_grace_seconds: float = _opt(
+        45.0, "Keep an empty room loaded this long, so that reconnect storms do not reload it."
+    )
+    ping_seconds: float = _opt(
+        15.0, "WebSocket ping interval; a peer that does not answer in time is dropped."
+    )
+    max_message_bytes: int = _opt(
+        32 * MiB, "Largest WebSocket message accepted from a client (closed with 1009 above)."
+    )
+    sync_chunk_bytes: int = _opt(
+        256 * KiB, "Large document states are sent in updates of about this size."
+    )
+    max_outbox_bytes: int = _opt(
+        64 * MiB, "A peer with more unsent bytes than this is too slow and is dropped (1013)."
+    )
+    max_name_length: int = _opt(512, "Longest accepted document name, in characters.")
+    shutdown_seconds: float = _opt(
+        10.0, "On SIGINT/SIGTERM, how long to wait for connections to close."
+    )
+
+    # --- Logging
+    log_level: LogLevel = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        if not self.base_path.startswith("/"):
+            raise ValueError("base_path must start with '/'")
+        for name in (
+            "snapshot_updates",
+            "max_message_bytes",
+            "sync_chunk_bytes",
+            "max_outbox_bytes",
+            "max_name_length",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.port < 0 or self.port > 65535:
+            raise ValueError("port must be between 0 and 65535")
+
+    @property
+    def room_prefix(self) -> str:
+        """`base_path` with exactly one trailing slash."""
+        return self.base_path.rstrip("/") + "/"
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    """The fields of `Settings`, in declaration order (used by the CLI and the docs test)."""
+    return list(dataclasses.fields(Settings))
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a field: `COLLAB_` + its name in capitals."""
+    return "COLLAB_" + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    """The CLI flag that sets a field."""
+    return "--" + field_name.replace("_", "-")

@@ -1,0 +1,81 @@
+"""Peer: one client connection as a room sees it, with its own bounded outbox.
+
+Rooms hand frames to `Peer.send`, which never blocks: a room must not wait for its
+slowest reader. One writer task per peer drains the outbox into the transport. A peer
+whose unsent bytes pass the limit is closed, never silently skipped: for a CRDT a dropped
+update is a diverged editor, while a closed one reconnects and resyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class Transport(Protocol):
+    """What a peer needs from its connection (aiohttp's WebSocketResponse has it)."""
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def close(self, *, code: int, message: bytes) -> bool: ...
+
+
+class Peer:
+    """A connection to one room: who it is, which awareness ids it owns, what it is owed."""
+
+    def __init__(self, label: str, *, max_outbox_bytes: int) -> None:
+        self.label = label
+        self.awareness_ids: set[int] = set()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._max_outbox_bytes = max_outbox_bytes
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._wakeup = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.label}>"
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def send(self, frame: bytes) -> None:
+        """Queue one protocol message for this peer."""
+        if self.close_code is not None:
+            return
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        if self._outbox_bytes > self._max_outbox_bytes:
+            log.warning("%s: dropped, %d bytes not yet read", self, self._outbox_bytes)
+            self.close(CLOSE_TRY_AGAIN_LATER, "too slow: send buffer full")
+        self._wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask for the connection to be closed with `code`; unsent frames are discarded."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            self._wakeup.set()
+
+    async def run(self, transport: Transport) -> None:
+        """Write the outbox to `transport` until the peer is closed, then close it."""
+        while self.close_code is None:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._outbox and self.close_code is None:
+                frame = self._outbox.popleft()
+                self._outbox_bytes -= len(frame)
+                await transport.send_bytes(frame)
+        await transport.close(code=self.close_code, message=self.close_reason.encode()[:120])

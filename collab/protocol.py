@@ -1,0 +1,224 @@
+"""The y-websocket wire format: bytes in, typed messages out, and back. No I/O.
+
+One WebSocket frame holds exactly one message: a varuint message type, then its payload.
+Type 0 is sync (substep 0 SyncStep1 with a state vector, 1 SyncStep2 and 2 Update with a
+Yjs update), 1 is an awareness update, 3 asks for all awareness states, and 2 (auth) is sent by
+servers to refuse a client.
+
+`decode` is strict: truncated lengths, trailing bytes and oversized integers raise
+`ProtocolError`. pycrdt's `Decoder` trusts declared lengths and reads unbounded varuints, so
+the few primitives needed are written here with bounds; the Yjs update and state-vector
+payloads themselves are left to pycrdt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pycrdt import write_var_uint
+
+from collab.errors import ProtocolError, UnsupportedMessage
+
+MSG_SYNC = 0
+MSG_AWARENESS = 1
+MSG_AUTH = 2
+MSG_QUERY_AWARENESS = 3
+
+SYNC_STEP1 = 0
+SYNC_STEP2 = 1
+SYNC_UPDATE = 2
+
+AUTH_PERMISSION_DENIED = 0
+
+# An update that changes nothing: zero structs, empty delete set. Clients send it often.
+EMPTY_UPDATE = b"\x00\x00"
+# A state vector of a document that knows nothing.
+EMPTY_STATE_VECTOR = b"\x00"
+NULL_STATE = b"null"
+
+_MAX_VARUINT_BYTES = 10  # 64 bits; lib0 itself stops at 53.
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's awareness state: `state` is its JSON text, `null` when it left."""
+
+    client_id: int
+    clock: int
+    state: bytes
+
+    @property
+    def removed(self) -> bool:
+        return self.state == NULL_STATE
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessUpdate:
+    entries: tuple[AwarenessEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionDenied:
+    """The auth message servers send to refuse something (clients never send it)."""
+
+    reason: str
+
+
+Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate | QueryAwareness | PermissionDenied
+
+
+class _Reader:
+    """Bounds-checked reads of lib0 primitives."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def var_uint(self) -> int:
+        data, pos = self.data, self.pos
+        result = 0
+        for shift in range(0, 7 * _MAX_VARUINT_BYTES, 7):
+            if pos >= len(data):
+                raise ProtocolError("message ends inside an integer")
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                self.pos = pos
+                return result
+        raise ProtocolError("integer longer than 64 bits")
+
+    def var_bytes(self) -> bytes:
+        length = self.var_uint()
+        end = self.pos + length
+        if end > len(self.data):
+            raise ProtocolError(f"declared length {length} exceeds the message")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def at_end(self) -> bool:
+        return self.pos == len(self.data)
+
+    def expect_end(self) -> None:
+        if not self.at_end():
+            raise ProtocolError(f"{len(self.data) - self.pos} unexpected bytes after the message")
+
+
+def decode(frame: bytes) -> Message:
+    """Parse one WebSocket frame.
+
+    Raises:
+        ProtocolError: the frame is truncated, has trailing bytes or a bad substep.
+        UnsupportedMessage: the frame is of a message type this module does not know.
+    """
+    reader = _Reader(frame)
+    kind = reader.var_uint()
+    message: Message
+    if kind == MSG_SYNC:
+        step = reader.var_uint()
+        payload = reader.var_bytes()
+        if step == SYNC_STEP1:
+            message = SyncStep1(payload)
+        elif step == SYNC_STEP2:
+            message = SyncStep2(payload)
+        elif step == SYNC_UPDATE:
+            message = SyncUpdate(payload)
+        else:
+            raise ProtocolError(f"unknown sync step {step}")
+    elif kind == MSG_AWARENESS:
+        message = AwarenessUpdate(decode_awareness(reader.var_bytes()))
+    elif kind == MSG_QUERY_AWARENESS:
+        message = QueryAwareness()
+    elif kind == MSG_AUTH:
+        if reader.var_uint() != AUTH_PERMISSION_DENIED:
+            raise UnsupportedMessage("unknown auth message")
+        message = PermissionDenied(reader.var_bytes().decode("utf-8", "replace"))
+    else:
+        raise UnsupportedMessage(f"unsupported message type {kind}")
+    reader.expect_end()
+    return message
+
+
+def decode_awareness(payload: bytes) -> tuple[AwarenessEntry, ...]:
+    """Parse an awareness update's entries without parsing their JSON."""
+    reader = _Reader(payload)
+    count = reader.var_uint()
+    # Each entry takes at least 3 bytes; refuse counts the payload cannot hold.
+    if count * 3 > len(payload):
+        raise ProtocolError(f"awareness update claims {count} entries")
+    entries = tuple(
+        AwarenessEntry(reader.var_uint(), reader.var_uint(), reader.var_bytes())
+        for _ in range(count)
+    )
+    reader.expect_end()
+    return entries
+
+
+def check_awareness_state(state: bytes) -> None:
+    """Raise `ProtocolError` unless `state` is the JSON text of an object or `null`.
+
+    Stock clients `JSON.parse` every state they receive, so one bad state relayed would
+    break every editor in the room.
+    """
+    try:
+        value = json.loads(state)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("awareness state is not JSON") from exc
+    if value is not None and not isinstance(value, dict):
+        raise ProtocolError("awareness state is not a JSON object")
+
+
+def _var_bytes(payload: bytes) -> bytes:
+    return write_var_uint(len(payload)) + payload
+
+
+def encode_sync_step1(state_vector: bytes) -> bytes:
+    return b"\x00\x00" + _var_bytes(state_vector)
+
+
+def encode_sync_step2(update: bytes) -> bytes:
+    return b"\x00\x01" + _var_bytes(update)
+
+
+def encode_update(update: bytes) -> bytes:
+    return b"\x00\x02" + _var_bytes(update)
+
+
+def encode_awareness(entries: list[AwarenessEntry] | tuple[AwarenessEntry, ...]) -> bytes:
+    parts = [write_var_uint(len(entries))]
+    for entry in entries:
+        parts += (write_var_uint(entry.client_id), write_var_uint(entry.clock))
+        parts.append(_var_bytes(entry.state))
+    return b"\x01" + _var_bytes(b"".join(parts))
+
+
+def encode_query_awareness() -> bytes:
+    return b"\x03"
+
+
+def encode_permission_denied(reason: str) -> bytes:
+    return b"\x02" + write_var_uint(AUTH_PERMISSION_DENIED) + _var_bytes(reason.encode())

@@ -1,0 +1,309 @@
+"""Room: one live document, the peers editing it, and their presence. It decides what goes
+to whom and hands frames to peers' outboxes; it never awaits a socket.
+
+The durability promise lives here. An update is applied at once (that validates it, and
+later updates build on it) but reaches other peers only after the store has committed it,
+and an answer to SyncStep1 computed from the document waits for the same commit. Whatever
+a peer receives is therefore on disk. Updates that arrive while a commit is in flight are
+committed together and broadcast as one merged update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+
+import pycrdt
+
+from collab import protocol
+from collab.awareness import Awareness
+from collab.config import Settings
+from collab.document import Document
+from collab.errors import StoreError, UnsupportedMessage, UpdateRejected
+from collab.peer import Peer
+from collab.store import Snapshot, SnapshotKind, Store
+from collab.update import UpdateFormatError, split_update
+
+log = logging.getLogger(__name__)
+
+_MERGE_GROUP = 32  # merge_updates is cheap for tens of updates, superlinear for hundreds
+
+
+class Room:
+    """A document while it is loaded. Create with `await Room.load(...)`."""
+
+    def __init__(self, name: str, store: Store, settings: Settings) -> None:
+        self.name = name
+        self.document = Document()
+        self.awareness = Awareness()
+        self.peers: dict[Peer, None] = {}  # insertion-ordered set
+        self._store = store
+        self._settings = settings
+        self._owners: dict[int, Peer] = {}
+        self._unsaved: list[tuple[Peer | None, bytes]] = []
+        self._applied = 0  # updates applied to the document
+        self._durable = 0  # ... of which committed to the store
+        self._held: deque[tuple[int, Peer, list[bytes]]] = deque()
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._since_snapshot = 0
+        self._snapshot_due: float | None = None
+        self._sync_cache: tuple[bytes, int, list[bytes]] | None = None
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._flusher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def load(cls, name: str, store: Store, settings: Settings) -> Room:
+        """Load `name` from the store (latest snapshot, then the log after it)."""
+        stored = await store.load(name)
+        room = cls(name, store, settings)
+        for update in ([stored.state] if stored.state else []) + stored.updates:
+            try:
+                room.document.apply(update)
+            except UpdateRejected as exc:
+                log.error("%s: skipped a stored update that does not apply: %s", name, exc)
+        room._count_unsnapshotted(len(stored.updates))
+        room._flusher = asyncio.create_task(room._flush_loop(), name=f"room {name}")
+        return room
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name!r} peers={len(self.peers)}>"
+
+    # --- peers
+
+    def join(self, peer: Peer) -> None:
+        """Add `peer`: send it our state vector, then everyone's presence."""
+        self.peers[peer] = None
+        peer.send(protocol.encode_sync_step1(self.document.state_vector()))
+        if states := self.awareness.states:
+            peer.send(protocol.encode_awareness(states))
+
+    def leave(self, peer: Peer) -> None:
+        """Remove `peer` and, at once, the awareness states it owned."""
+        self.peers.pop(peer, None)
+        owned = [cid for cid in peer.awareness_ids if self._owners.get(cid) is peer]
+        for client_id in owned:
+            del self._owners[client_id]
+        peer.awareness_ids.clear()
+        if removals := self.awareness.remove(owned):
+            self._send_all(protocol.encode_awareness(removals))
+
+    def receive(self, peer: Peer, message: protocol.Message) -> None:
+        """Act on one message from `peer`.
+
+        Raises:
+            ProtocolError: the message is invalid; nothing was changed.
+        """
+        match message:
+            case protocol.SyncUpdate(update) | protocol.SyncStep2(update):
+                self._apply(peer, update)
+            case protocol.SyncStep1(state_vector):
+                self._answer_sync(peer, state_vector)
+            case protocol.AwarenessUpdate(entries):
+                self._apply_awareness(peer, entries)
+            case protocol.QueryAwareness():
+                peer.send(protocol.encode_awareness(self.awareness.states))
+            case protocol.PermissionDenied():
+                raise UnsupportedMessage("clients do not send auth messages")
+
+    def close_peers(self, code: int, reason: str) -> None:
+        for peer in list(self.peers):
+            peer.close(code, reason)
+
+    # --- document updates
+
+    def apply_update(self, update: bytes) -> None:
+        """Apply an update that comes from the server itself (API, restore), not a peer."""
+        self._apply(None, update)
+
+    def _apply(self, sender: Peer | None, update: bytes) -> None:
+        if update == protocol.EMPTY_UPDATE:
+            return
+        self.document.apply(update)
+        self._unsaved.append((sender, update))
+        self._applied += 1
+        self._wakeup.set()
+
+    def _answer_sync(self, peer: Peer, state_vector: bytes) -> None:
+        frames = self._sync_frames(state_vector)
+        if self._durable == self._applied:
+            for frame in frames:
+                peer.send(frame)
+        else:
+            self._held.append((self._applied, peer, frames))
+
+    def _sync_frames(self, state_vector: bytes) -> list[bytes]:
+        """SyncStep2 for `state_vector`, large states cut into Updates before it."""
+        cached = self._sync_cache
+        if cached and cached[0] == state_vector and cached[1] == self._applied:
+            return cached[2]
+        pieces = self._split(self.document.diff(state_vector))
+        frames = [protocol.encode_update(piece) for piece in pieces[:-1]]
+        frames.append(protocol.encode_sync_step2(pieces[-1]))
+        self._sync_cache = (state_vector, self._applied, frames)
+        return frames
+
+    def _split(self, update: bytes) -> list[bytes]:
+        try:
+            return split_update(update, self._settings.sync_chunk_bytes)
+        except UpdateFormatError as exc:
+            log.warning("%s: sending a %d-byte update whole: %s", self.name, len(update), exc)
+            return [update]
+
+    def _update_frames(self, updates: list[bytes]) -> list[bytes]:
+        merged = updates[0]
+        if len(updates) > 1:
+            while len(updates) > 1:
+                updates = [
+                    pycrdt.merge_updates(*updates[i : i + _MERGE_GROUP])
+                    for i in range(0, len(updates), _MERGE_GROUP)
+                ]
+            merged = updates[0]
+        return [protocol.encode_update(piece) for piece in self._split(merged)]
+
+    def _broadcast(self, batch: list[tuple[Peer | None, bytes]]) -> None:
+        """Send a committed batch to every peer, each without its own updates."""
+        if not self.peers:
+            return
+        senders = {sender for sender, _ in batch}
+        frames = self._update_frames([update for _, update in batch])
+        for peer in self.peers:
+            if peer not in senders:
+                for frame in frames:
+                    peer.send(frame)
+                continue
+            others = [update for sender, update in batch if sender is not peer]
+            for frame in self._update_frames(others) if others else ():
+                peer.send(frame)
+
+    # --- awareness
+
+    def _apply_awareness(self, peer: Peer, entries: Iterable[protocol.AwarenessEntry]) -> None:
+        news = self.awareness.apply(entries)
+        if not news:
+            return
+        for entry in news:
+            owner = self._owners.get(entry.client_id)
+            if owner is not None and (entry.removed or owner is not peer):
+                owner.awareness_ids.discard(entry.client_id)
+                del self._owners[entry.client_id]
+            if not entry.removed:
+                self._owners[entry.client_id] = peer
+                peer.awareness_ids.add(entry.client_id)
+        # To the sender too: stock clients close a socket that hears nothing for 30 s.
+        self._send_all(protocol.encode_awareness(news))
+
+    def _send_all(self, frame: bytes) -> None:
+        for peer in self.peers:
+            peer.send(frame)
+
+    # --- durability and snapshots
+
+    async def _flush_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._seconds_to_snapshot()):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            if self._unsaved:
+                await self._commit()
+            if self._closing and not self._unsaved:
+                return
+            if self._snapshot_is_due():
+                try:
+                    await self.snapshot()
+                except StoreError as exc:
+                    log.error("%s: snapshot failed, will retry: %s", self.name, exc)
+                    self._snapshot_due = time.monotonic() + 5.0
+
+    async def _commit(self) -> None:
+        batch, self._unsaved = self._unsaved, []
+        delay = 0.1
+        while True:
+            try:
+                await self._store.append(self.name, [update for _, update in batch])
+                break
+            except StoreError as exc:
+                log.error("%s: %d updates not stored yet, retrying: %s", self.name, len(batch), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._durable += len(batch)
+        self._count_unsnapshotted(len(batch))
+        self._broadcast(batch)
+        while self._held and self._held[0][0] <= self._durable:
+            _, peer, frames = self._held.popleft()
+            if peer in self.peers:
+                for frame in frames:
+                    peer.send(frame)
+        waiting, self._flush_waiters = self._flush_waiters, []
+        for target, future in waiting:
+            if target <= self._durable:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                self._flush_waiters.append((target, future))
+
+    async def flush(self) -> None:
+        """Return when every update applied so far is committed."""
+        if self._durable >= self._applied:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((self._applied, future))
+        await future
+
+    def _count_unsnapshotted(self, count: int) -> None:
+        if count:
+            self._since_snapshot += count
+            if self._snapshot_due is None:
+                self._snapshot_due = time.monotonic() + self._settings.snapshot_seconds
+            if self._since_snapshot >= self._settings.snapshot_updates:
+                self._wakeup.set()
+
+    def _snapshot_is_due(self) -> bool:
+        if not self._since_snapshot or self._snapshot_due is None:
+            return False
+        return (
+            self._since_snapshot >= self._settings.snapshot_updates
+            or time.monotonic() >= self._snapshot_due
+        )
+
+    def _seconds_to_snapshot(self) -> float | None:
+        if self._snapshot_due is None:
+            return None
+        return max(0.0, self._snapshot_due - time.monotonic())
+
+    @property
+    def needs_snapshot(self) -> bool:
+        """Whether the store's latest snapshot misses some committed update."""
+        return self._since_snapshot > 0
+
+    async def snapshot(self, kind: SnapshotKind = "auto", label: str | None = None) -> Snapshot:
+        """Store the current state as a version; the log it covers is pruned."""
+        counted = self._since_snapshot
+        # No await between taking the state and queueing the write: the snapshot then
+        # holds every update the store had been given before it.
+        snapshot = await self._store.save_snapshot(
+            self.name, self.document.state(), kind=kind, label=label
+        )
+        self._since_snapshot -= counted
+        self._snapshot_due = None
+        if self._since_snapshot:
+            self._snapshot_due = time.monotonic() + self._settings.snapshot_seconds
+        log.debug("%s: snapshot %d (%d bytes)", self.name, snapshot.id, snapshot.size)
+        return snapshot
+
+    async def close(self) -> None:
+        """Commit everything, snapshot if anything is not in one, stop. Raises StoreError."""
+        await self.flush()
+        if self.needs_snapshot:
+            await self.snapshot()
+        self._closing = True
+        self._wakeup.set()
+        if self._flusher is not None:
+            # Shielded: a caller's timeout must not kill the task that commits updates.
+            await asyncio.shield(self._flusher)

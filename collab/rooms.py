@@ -1,0 +1,148 @@
+"""Rooms: the registry of loaded documents by name, and their lifecycle.
+
+A room is loaded once however many peers ask for it at the same moment (they share one
+load), and unloaded only when it has had no user for the grace period and its state is
+safe on disk. A room whose last save fails stays in memory and is tried again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from collab.config import Settings
+from collab.errors import StoreError
+from collab.room import Room
+from collab.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Rooms:
+    """Every loaded room, with a lease count per name (one lease per connection)."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Task[Room]] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._leases: dict[str, int] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(list(self._rooms.values()))
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, name: str) -> Room | None:
+        """The room of `name` if it is loaded."""
+        return self._rooms.get(name)
+
+    async def acquire(self, name: str) -> Room:
+        """The loaded room of `name`, loading it if needed. Pair with `release(name)`.
+
+        Raises:
+            StoreError: the document could not be loaded.
+        """
+        if self._closed:
+            raise StoreError("server is shutting down")
+        self._leases[name] = self._leases.get(name, 0) + 1
+        try:
+            return await self._room(name)
+        except BaseException:
+            self.release(name)
+            raise
+
+    async def _room(self, name: str) -> Room:
+        while True:
+            if timer := self._timers.pop(name, None):
+                timer.cancel()
+            if unloading := self._unloading.get(name):
+                await asyncio.wait([unloading])
+                continue
+            if room := self._rooms.get(name):
+                return room
+            loading = self._loading.get(name)
+            if loading is None:
+                loading = asyncio.create_task(self._load(name), name=f"load {name}")
+                self._loading[name] = loading
+            return await asyncio.shield(loading)
+
+    async def _load(self, name: str) -> Room:
+        try:
+            room = await Room.load(name, self._store, self._settings)
+        finally:
+            del self._loading[name]
+        self._rooms[name] = room
+        log.debug("%s: loaded", name)
+        return room
+
+    def release(self, name: str) -> None:
+        """Give back a lease; the room unloads after the grace period without leases."""
+        left = self._leases[name] - 1
+        if left:
+            self._leases[name] = left
+            return
+        del self._leases[name]
+        if name in self._rooms and not self._closed:
+            self._schedule_unload(name)
+
+    def _schedule_unload(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers[name] = loop.call_later(
+            self._settings.room_grace_seconds, self._start_unload, name
+        )
+
+    def _start_unload(self, name: str) -> None:
+        self._timers.pop(name, None)
+        if self._leases.get(name) or name not in self._rooms or name in self._unloading:
+            return
+        self._unloading[name] = asyncio.create_task(self._unload(name), name=f"unload {name}")
+
+    async def _unload(self, name: str) -> None:
+        room = self._rooms[name]
+        try:
+            async with asyncio.timeout(self._settings.shutdown_seconds):
+                await room.close()
+        except (StoreError, TimeoutError) as exc:
+            log.error("%s: could not save before unloading, keeping it loaded: %r", name, exc)
+            if not self._leases.get(name) and not self._closed:
+                self._schedule_unload(name)
+            return
+        finally:
+            del self._unloading[name]
+        del self._rooms[name]
+        log.debug("%s: unloaded", name)
+
+    def close_peers(self, code: int, reason: str) -> None:
+        """Ask every connection in every room to close."""
+        for room in self:
+            room.close_peers(code, reason)
+
+    async def close(self) -> None:
+        """Save every room and unload it; call once no connection is left."""
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        pending = [*self._unloading.values(), *self._loading.values()]
+        if pending:
+            await asyncio.wait(pending)
+        await asyncio.gather(*(self._close_room(room) for room in self))
+        self._rooms.clear()
+
+    async def _close_room(self, room: Room) -> None:
+        try:
+            async with asyncio.timeout(self._settings.shutdown_seconds):
+                await room.close()
+        except (StoreError, TimeoutError) as exc:
+            log.error(
+                "%s: could not save on shutdown; updates not yet committed were never "
+                "sent to any other client: %r",
+                room.name,
+                exc,
+            )

@@ -1,0 +1,343 @@
+"""SQLiteStore: the embedded default store, one SQLite file in WAL mode.
+
+Every write goes through one writer task that commits whatever has queued up while the
+previous commit was in flight as a single transaction: many updates of many documents per
+fsync. Reads use a second connection, so a room load never waits behind a commit and
+always sees a committed, consistent view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from collab.errors import StoreError
+from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
+
+log = logging.getLogger(__name__)
+
+# Ordered migrations: schema version N is reached by running MIGRATIONS[N - 1].
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE docs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        update_count INTEGER NOT NULL DEFAULT 0
+    );
+    -- AUTOINCREMENT: ids never go back, even after pruning, so "after a snapshot's
+    -- log_id" always means "written after that snapshot".
+    CREATE TABLE updates (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id INTEGER NOT NULL REFERENCES docs(id) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX updates_by_doc ON updates(doc_id, id);
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id INTEGER NOT NULL REFERENCES docs(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        label TEXT,
+        log_id INTEGER NOT NULL,
+        update_count INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        state BLOB NOT NULL
+    );
+    CREATE INDEX snapshots_by_doc ON snapshots(doc_id, id);
+    """,
+]
+
+
+@dataclass(slots=True)
+class _Append:
+    doc: str
+    updates: Sequence[bytes]
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _SaveSnapshot:
+    doc: str
+    state: bytes
+    kind: SnapshotKind
+    label: str | None
+    done: asyncio.Future[Snapshot]
+    created_at: float = field(default_factory=time.time)
+
+
+_Op = _Append | _SaveSnapshot
+
+
+async def _connect(path: Path, sync: str) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+    await conn.execute("PRAGMA foreign_keys=ON")
+    await conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Bring the schema to the newest version; return that version."""
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    async with conn.execute("SELECT version FROM schema_version") as cursor:
+        row = await cursor.fetchone()
+    version = row[0] if row else 0
+    if version > len(MIGRATIONS):
+        raise StoreError(f"database schema {version} is newer than this collab knows")
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[number - 1]):
+                await conn.execute(statement)
+            await conn.execute("DELETE FROM schema_version")
+            await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        log.info("database schema migrated to version %d", number)
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class SQLiteStore:
+    """The `Store` on one SQLite file. Create with `await SQLiteStore.open(path)`."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._queue: deque[_Op] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._doc_ids: dict[str, int] = {}
+        self._task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+
+    @classmethod
+    async def open(cls, path: Path, *, sync: str = "normal") -> SQLiteStore:
+        try:
+            writer = await _connect(path, sync)
+            await migrate(writer)
+            reader = await _connect(path, sync)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        return cls(writer, reader)
+
+    # --- writes: queued, committed in groups by the writer task
+
+    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
+        if updates:
+            await self._submit(_Append(doc, updates, self._future()))
+
+    async def save_snapshot(
+        self,
+        doc: str,
+        state: bytes,
+        *,
+        kind: SnapshotKind = "auto",
+        label: str | None = None,
+    ) -> Snapshot:
+        snapshot: Snapshot = await self._submit(
+            _SaveSnapshot(doc, state, kind, label, self._future())
+        )
+        return snapshot
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, op: _Op) -> Any:
+        if self._closing:
+            raise StoreError("store is closed")
+        self._queue.append(op)
+        self._wakeup.set()
+        return await op.done
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = list(self._queue)
+                self._queue.clear()
+                await self._commit(batch)
+            if self._closing:
+                return
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        new_ids: dict[str, int] = {}
+        results: list[Any] = []
+        try:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            appends: list[_Append] = []
+            for op in batch:
+                if isinstance(op, _Append):
+                    appends.append(op)
+                    results.append(None)
+                    continue
+                await self._write_appends(appends, new_ids)
+                appends = []
+                results.append(await self._write_snapshot(op, new_ids))
+            await self._write_appends(appends, new_ids)
+            await self._writer.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters, not hang them
+            log.error("commit of %d writes failed: %s", len(batch), exc)
+            await self._rollback()
+            for op in batch:
+                if not op.done.done():
+                    op.done.set_exception(StoreError(f"write failed: {exc}"))
+            return
+        self._doc_ids.update(new_ids)
+        for op, result in zip(batch, results, strict=True):
+            if not op.done.done():
+                op.done.set_result(result)
+
+    async def _rollback(self) -> None:
+        try:
+            await self._writer.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was open
+
+    async def _doc_id(self, name: str, new_ids: dict[str, int]) -> int:
+        known = self._doc_ids.get(name) or new_ids.get(name)
+        if known is not None:
+            return known
+        now = time.time()
+        await self._writer.execute(
+            "INSERT INTO docs (name, created_at, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING",
+            (name, now, now),
+        )
+        async with self._writer.execute("SELECT id FROM docs WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        new_ids[name] = row[0]
+        return int(row[0])
+
+    async def _write_appends(self, appends: list[_Append], new_ids: dict[str, int]) -> None:
+        if not appends:
+            return
+        rows: list[tuple[int, bytes]] = []
+        counts: dict[int, int] = {}
+        for op in appends:
+            doc_id = await self._doc_id(op.doc, new_ids)
+            rows.extend((doc_id, update) for update in op.updates)
+            counts[doc_id] = counts.get(doc_id, 0) + len(op.updates)
+        await self._writer.executemany("INSERT INTO updates (doc_id, data) VALUES (?, ?)", rows)
+        now = time.time()
+        await self._writer.executemany(
+            "UPDATE docs SET updated_at = ?, update_count = update_count + ? WHERE id = ?",
+            [(now, count, doc_id) for doc_id, count in counts.items()],
+        )
+
+    async def _write_snapshot(self, op: _SaveSnapshot, new_ids: dict[str, int]) -> Snapshot:
+        doc_id = await self._doc_id(op.doc, new_ids)
+        # Every update of this doc committed or queued before this op is in `state`.
+        async with self._writer.execute(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'updates'), 0), "
+            "update_count FROM docs WHERE id = ?",
+            (doc_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        log_id, update_count = row
+        cursor = await self._writer.execute(
+            "INSERT INTO snapshots (doc_id, created_at, kind, label, log_id, update_count, "
+            "size, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                doc_id,
+                op.created_at,
+                op.kind,
+                op.label,
+                log_id,
+                update_count,
+                len(op.state),
+                op.state,
+            ),
+        )
+        snapshot_id = cursor.lastrowid
+        await cursor.close()
+        await self._writer.execute(
+            "DELETE FROM updates WHERE doc_id = ? AND id <= ?", (doc_id, log_id)
+        )
+        assert snapshot_id is not None
+        return Snapshot(
+            snapshot_id, op.doc, op.created_at, op.kind, op.label, len(op.state), update_count
+        )
+
+    # --- reads: on their own connection, each in one read transaction
+
+    async def load(self, doc: str) -> StoredDoc:
+        try:
+            await self._reader.execute("BEGIN")
+            try:
+                return await self._read_doc(doc)
+            finally:
+                await self._reader.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot load {doc!r}: {exc}") from exc
+
+    async def _read_doc(self, doc: str) -> StoredDoc:
+        reader = self._reader
+        async with reader.execute(
+            "SELECT id, update_count FROM docs WHERE name = ?", (doc,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return StoredDoc(None, [], 0)
+        doc_id, update_count = row
+        async with reader.execute(
+            "SELECT state, log_id FROM snapshots WHERE doc_id = ? ORDER BY id DESC LIMIT 1",
+            (doc_id,),
+        ) as cur:
+            snap = await cur.fetchone()
+        state, log_id = (bytes(snap[0]), snap[1]) if snap else (None, 0)
+        async with reader.execute(
+            "SELECT data FROM updates WHERE doc_id = ? AND id > ? ORDER BY id", (doc_id, log_id)
+        ) as cur:
+            updates = [bytes(r[0]) for r in await cur.fetchall()]
+        return StoredDoc(state, updates, update_count)
+
+    async def snapshots(self, doc: str) -> list[Snapshot]:
+        try:
+            async with self._reader.execute(
+                "SELECT s.id, s.created_at, s.kind, s.label, s.size, s.update_count "
+                "FROM snapshots s JOIN docs d ON d.id = s.doc_id WHERE d.name = ? "
+                "ORDER BY s.id",
+                (doc,),
+            ) as cur:
+                rows = await cur.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot list snapshots of {doc!r}: {exc}") from exc
+        return [Snapshot(r[0], doc, r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def docs(self) -> list[DocInfo]:
+        try:
+            async with self._reader.execute(
+                "SELECT name, created_at, updated_at, update_count FROM docs ORDER BY name"
+            ) as cur:
+                rows = await cur.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot list documents: {exc}") from exc
+        return [DocInfo(*row) for row in rows]
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        await self._task
+        await self._reader.close()
+        await self._writer.close()

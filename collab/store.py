@@ -1,0 +1,87 @@
+"""The storage interface rooms depend on, and the records it returns. No I/O here.
+
+A document is an append-only log of Yjs updates plus snapshots: full compacted states,
+each covering the log written before it. A snapshot is also a version users can browse
+later, so snapshots are history, not a cache: saving one prunes the log it covers, never
+an older snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+SnapshotKind = Literal["auto", "named", "pre-restore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A stored version of a document (its state is fetched separately)."""
+
+    id: int
+    doc: str
+    created_at: float
+    kind: SnapshotKind
+    label: str | None
+    size: int
+    update_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDoc:
+    """What loading a document needs: its latest snapshot's state and the log after it."""
+
+    state: bytes | None
+    updates: list[bytes]
+    update_count: int
+
+    @property
+    def exists(self) -> bool:
+        return self.state is not None or bool(self.updates)
+
+
+@dataclass(frozen=True, slots=True)
+class DocInfo:
+    name: str
+    created_at: float
+    updated_at: float
+    update_count: int
+
+
+class Store(Protocol):
+    """Durable document storage. Every method may raise `StoreError`."""
+
+    async def load(self, doc: str) -> StoredDoc:
+        """The latest snapshot of `doc` and every update appended after it."""
+        ...
+
+    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
+        """Append updates to the log of `doc`; they are durable when this returns."""
+        ...
+
+    async def save_snapshot(
+        self,
+        doc: str,
+        state: bytes,
+        *,
+        kind: SnapshotKind = "auto",
+        label: str | None = None,
+    ) -> Snapshot:
+        """Store `state` as a snapshot covering every update appended to `doc` so far.
+
+        The caller guarantees that `state` includes all of those updates.
+        """
+        ...
+
+    async def snapshots(self, doc: str) -> list[Snapshot]:
+        """The versions of `doc`, oldest first."""
+        ...
+
+    async def docs(self) -> list[DocInfo]:
+        """Every stored document."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release the database."""
+        ...

@@ -1,0 +1,275 @@
+"""The Yjs v1 update format, read just far enough to cut an update into smaller valid
+updates and to tell what part of it a document has not integrated. No I/O.
+
+pycrdt applies, merges and diffs updates, but it cannot split one (a large state must
+reach clients in frames under proxy limits) and `Doc.get_update()` leaves out structs and
+deletions still waiting for their dependencies; both need the struct boundaries, which
+only a reader of the format knows. Struct bytes are copied verbatim, never re-encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pycrdt import write_var_uint
+
+# Item content kinds (the low 5 bits of a struct's info byte).
+_GC, _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC, _SKIP = range(11)
+_XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
+_MAX_ANY_DEPTH = 64
+
+
+class UpdateFormatError(ValueError):
+    """The bytes are not a v1 update this reader understands."""
+
+
+@dataclass(slots=True)
+class _Block:
+    """A run of consecutive structs of one client, as laid out in the update."""
+
+    client: int
+    clock: int
+    # (start offset, end offset, clock length, is a Skip) per struct
+    structs: list[tuple[int, int, int, bool]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Layout:
+    blocks: list[_Block]
+    # (client, start offset, end offset, [(clock, length), ...]) per client of the delete set
+    deletes: list[tuple[int, int, int, list[tuple[int, int]]]]
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise UpdateFormatError("update ends early")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def var_uint(self) -> int:
+        result = shift = 0
+        while True:
+            byte = self.byte()
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+            if shift > 70:
+                raise UpdateFormatError("integer too long")
+
+    def var_bytes(self) -> bytes:
+        length = self.var_uint()
+        end = self.pos + length
+        if end > len(self.data):
+            raise UpdateFormatError("declared length exceeds the update")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def skip(self, count: int) -> None:
+        self.pos += count
+        if self.pos > len(self.data):
+            raise UpdateFormatError("update ends early")
+
+    def var_int(self) -> None:
+        while self.byte() & 0x80:
+            pass
+
+    def any(self, depth: int = 0) -> None:
+        """Skip one lib0 `any` value."""
+        if depth > _MAX_ANY_DEPTH:
+            raise UpdateFormatError("value nested too deeply")
+        kind = self.byte()
+        if kind in (127, 126, 121, 120):  # undefined, null, false, true
+            return
+        if kind == 125:
+            self.var_int()
+        elif kind == 124:
+            self.skip(4)
+        elif kind in (123, 122):
+            self.skip(8)
+        elif kind in (119, 116):  # string, bytes
+            self.var_bytes()
+        elif kind == 118:  # object
+            for _ in range(self.var_uint()):
+                self.var_bytes()
+                self.any(depth + 1)
+        elif kind == 117:  # array
+            for _ in range(self.var_uint()):
+                self.any(depth + 1)
+        else:
+            raise UpdateFormatError(f"unknown value kind {kind}")
+
+    def content(self, ref: int) -> int:
+        """Skip an item's content; return its length in clock ticks."""
+        if ref == _DELETED:
+            return self.var_uint()
+        if ref == _JSON:
+            count = self.var_uint()
+            for _ in range(count):
+                self.var_bytes()
+            return count
+        if ref == _STRING:
+            text = self.var_bytes().decode("utf-8", "surrogatepass")
+            return len(text.encode("utf-16-le", "surrogatepass")) // 2
+        if ref == _ANY:
+            count = self.var_uint()
+            for _ in range(count):
+                self.any()
+            return count
+        if ref in (_BINARY, _EMBED):
+            self.var_bytes()
+        elif ref == _FORMAT:
+            self.var_bytes()
+            self.var_bytes()
+        elif ref == _TYPE:
+            if self.var_uint() in (_XML_ELEMENT, _XML_HOOK):
+                self.var_bytes()
+        elif ref == _DOC:
+            self.var_bytes()
+            self.any()
+        else:
+            raise UpdateFormatError(f"unknown content kind {ref}")
+        return 1
+
+    def struct(self) -> tuple[int, bool]:
+        """Skip one struct; return its clock length and whether it is a Skip."""
+        info = self.byte()
+        ref = info & 0x1F
+        if ref in (_GC, _SKIP):
+            return self.var_uint(), ref == _SKIP
+        if info & 0x80:  # origin id
+            self.var_uint()
+            self.var_uint()
+        if info & 0x40:  # right origin id
+            self.var_uint()
+            self.var_uint()
+        if not info & 0xC0:  # no origin: the parent is written out
+            if self.var_uint() == 1:
+                self.var_bytes()  # root type name
+            else:
+                self.var_uint()
+                self.var_uint()
+            if info & 0x20:
+                self.var_bytes()  # parent sub (map key)
+        return self.content(ref), False
+
+
+def _layout(update: bytes) -> _Layout:
+    reader = _Reader(update)
+    blocks = []
+    for _ in range(reader.var_uint()):
+        count = reader.var_uint()
+        block = _Block(reader.var_uint(), reader.var_uint())
+        for _ in range(count):
+            start = reader.pos
+            length, is_skip = reader.struct()
+            block.structs.append((start, reader.pos, length, is_skip))
+        blocks.append(block)
+    deletes = []
+    for _ in range(reader.var_uint()):
+        start = reader.pos
+        client = reader.var_uint()
+        ranges = [(reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())]
+        deletes.append((client, start, reader.pos, ranges))
+    if reader.pos != len(update):
+        raise UpdateFormatError("trailing bytes after the delete set")
+    return _Layout(blocks, deletes)
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """client id -> next expected clock."""
+    reader = _Reader(state_vector)
+    result = {}
+    for _ in range(reader.var_uint()):
+        client = reader.var_uint()
+        result[client] = reader.var_uint()
+    return result
+
+
+def reaches_beyond(update: bytes, state_vector: dict[int, int]) -> bool:
+    """Whether `update` holds structs or deletions past `state_vector`.
+
+    Applied to a document whose state vector that is, this means part of the update is
+    still pending in the document: waiting for structs it depends on.
+    """
+    layout = _layout(update)
+    for block in layout.blocks:
+        clock = block.clock
+        for _, _, length, is_skip in block.structs:
+            if not is_skip and clock + length > state_vector.get(block.client, 0):
+                return True
+            clock += length
+    return any(
+        clock + length > state_vector.get(client, 0)
+        for client, _, _, ranges in layout.deletes
+        for clock, length in ranges
+    )
+
+
+def split_update(update: bytes, max_bytes: int) -> list[bytes]:
+    """Cut `update` into updates of about `max_bytes` or less that, applied in order,
+    have the same effect as `update`. A single struct larger than `max_bytes` stays whole.
+
+    Every piece but those carrying the delete set has an empty delete set; the deletions
+    come last, so that they find the structs they delete already there.
+    """
+    if len(update) <= max_bytes:
+        return [update]
+    layout = _layout(update)
+    pieces: list[bytes] = []
+    segments: list[bytes] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal segments, size
+        if segments:
+            pieces.append(write_var_uint(len(segments)) + b"".join(segments) + b"\x00")
+        segments, size = [], 0
+
+    for block in layout.blocks:
+        clock = block.clock
+        structs = block.structs
+        i = 0
+        while i < len(structs):
+            first_clock, first = clock, i
+            while i < len(structs):
+                start, end, length, _ = structs[i]
+                if size > 0 and size + end - start > max_bytes:
+                    break
+                size += end - start
+                clock += length
+                i += 1
+            if i > first:
+                header = b"".join(write_var_uint(n) for n in (i - first, block.client, first_clock))
+                segments.append(header + update[structs[first][0] : structs[i - 1][1]])
+            if i < len(structs):
+                flush()
+    pieces.extend(_split_deletes(update, layout, max_bytes, segments))
+    return pieces
+
+
+def _split_deletes(
+    update: bytes, layout: _Layout, max_bytes: int, segments: list[bytes]
+) -> list[bytes]:
+    """The last piece(s): remaining struct segments, then the delete set by client."""
+    groups: list[list[bytes]] = [[]]
+    size = sum(map(len, segments))
+    for _, start, end, _ in layout.deletes:
+        if (size > 0 or groups[-1]) and size + end - start > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(update[start:end])
+        size += end - start
+    pieces = []
+    for index, group in enumerate(groups):
+        structs = write_var_uint(len(segments)) + b"".join(segments) if index == 0 else b"\x00"
+        pieces.append(structs + write_var_uint(len(group)) + b"".join(group))
+    return [piece for piece in pieces if piece != b"\x00\x00"] or [b"\x00\x00"]

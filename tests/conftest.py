@@ -1,0 +1,138 @@
+"""Shared fixtures: real servers on loopback ports with real SQLite files in temp dirs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from collab.app import start
+from collab.config import Settings
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A collab server started in this process."""
+
+    settings: Settings
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "collab.db"
+
+
+@pytest.fixture
+async def make_server(db_path: Path) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+    """Start in-process servers on free ports (default: the test's database); all are
+    stopped at teardown."""
+    servers: list[RunningServer] = []
+
+    async def make(**overrides: Any) -> RunningServer:
+        settings = Settings(**{"port": 0, "db": db_path, **overrides})
+        runner, port = await start(settings)
+        servers.append(RunningServer(settings, runner, port))
+        return servers[-1]
+
+    yield make
+    for running in servers:
+        await running.stop()
+
+
+@pytest.fixture
+async def server(make_server: Callable[..., Awaitable[RunningServer]]) -> RunningServer:
+    return await make_server()
+
+
+class ServerProcess:
+    """`python -m collab serve` in a child process, as a user runs it."""
+
+    def __init__(self, db: Path, log_path: Path, *extra: str) -> None:
+        self.db = db
+        self.log_path = log_path
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 20.0) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        args = [sys.executable, "-m", "collab", "serve", "--port", str(self.port),
+                "--db", str(self.db), *self.extra]
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
+        log.close()
+        self.port = self._wait_for_port(timeout)
+
+    def _wait_for_port(self, timeout: float) -> int:
+        import time
+
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(rb"serving documents at ws://[^:]+:(\d+)/")
+        seen = 0
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+            text = self.log_path.read_bytes()
+            matches = pattern.findall(text[seen:])
+            if matches:
+                return int(matches[-1])
+            time.sleep(0.05)
+        raise TimeoutError(f"server did not start: {self.log_path.read_text()}")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Any]:
+    """Make child-process servers sharing one database; all are killed at teardown."""
+    made: list[ServerProcess] = []
+
+    def make(*extra: str, db: Path | None = None) -> ServerProcess:
+        proc = ServerProcess(db or tmp_path / "collab.db", tmp_path / "server.log", *extra)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.kill()

@@ -1,0 +1,76 @@
+"""Document keeps what Yrs has not integrated, so no snapshot can lose it."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pycrdt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collab.document import Document
+from collab.errors import ProtocolError, UpdateRejected
+from collab.update import split_update
+from tests.docgen import content, random_doc
+
+
+def doc_from(update: bytes) -> pycrdt.Doc[Any]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(update)
+    return doc
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), order=st.integers(0, 10**6))
+def test_updates_in_any_order_lose_nothing(seed: int, order: int) -> None:
+    original = random_doc(seed, clients=3, steps=60)
+    pieces = split_update(original.get_update(), 200)
+    random.Random(order).shuffle(pieces)
+    document = Document()
+    for piece in pieces:
+        document.apply(piece)
+    assert not document.has_pending
+    assert content(document.ydoc) == content(original)
+    assert content(doc_from(document.state())) == content(original)
+
+
+def test_state_holds_updates_still_waiting_for_their_dependencies() -> None:
+    original = random_doc(3, clients=2, steps=40)
+    first, *rest = split_update(original.get_update(), 100)
+    document = Document()
+    for piece in rest:
+        document.apply(piece)
+    assert document.has_pending
+    # A snapshot taken now, plus the missing piece, gives the whole document.
+    later = Document()
+    later.apply(document.state())
+    later.apply(first)
+    assert content(later.ydoc) == content(original)
+
+
+def test_diff_against_a_peer_includes_pending_parts() -> None:
+    original = random_doc(4, clients=2, steps=40)
+    first, *rest = split_update(original.get_update(), 100)
+    document = Document()
+    for piece in rest:
+        document.apply(piece)
+    peer: pycrdt.Doc[Any] = pycrdt.Doc()
+    peer.apply_update(first)
+    peer.apply_update(document.diff(peer.get_state()))
+    assert content(peer) == content(original)
+
+
+def test_undecodable_update_is_rejected_and_changes_nothing() -> None:
+    document = Document()
+    document.apply(random_doc(5, steps=5).get_update())
+    before = document.state()
+    with pytest.raises(UpdateRejected):
+        document.apply(b"\x01\x01\x05\x00\x04garbage")
+    assert document.state() == before
+
+
+def test_bad_state_vector_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        Document().diff(b"\x05")

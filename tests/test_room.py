@@ -1,0 +1,308 @@
+"""Room with a real SQLite store and peers that record what they are sent."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+
+from collab import protocol
+from collab.config import Settings
+from collab.errors import StoreError, UpdateRejected
+from collab.peer import Peer
+from collab.room import Room
+from collab.sqlite_store import SQLiteStore
+from collab.store import Snapshot, SnapshotKind, Store, StoredDoc
+
+Hook = Callable[[bytes], None]
+
+
+class RecordingPeer(Peer):
+    """A peer that keeps every frame it is sent, decoded, and can run a check on each."""
+
+    def __init__(self, label: str, on_send: Hook | None = None) -> None:
+        super().__init__(label, max_outbox_bytes=1 << 30)
+        self.received: list[protocol.Message] = []
+        self.on_send = on_send
+
+    def send(self, frame: bytes) -> None:
+        if self.on_send is not None:
+            self.on_send(frame)
+        self.received.append(protocol.decode(frame))
+
+    def updates(self) -> list[bytes]:
+        return [m.update for m in self.received if isinstance(m, protocol.SyncUpdate)]
+
+    def of_type(self, kind: type) -> list[Any]:
+        return [m for m in self.received if isinstance(m, kind)]
+
+
+def text_update(doc: pycrdt.Doc[Any], text: str) -> bytes:
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    doc.get("t", type=pycrdt.Text).insert(0, text)
+    doc.unobserve(subscription)
+    return updates[0]
+
+
+def stored_update_count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT coalesce(sum(update_count), 0) FROM docs").fetchone()
+    return int(row[0])
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = await SQLiteStore.open(db_path)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    return Settings(db=db_path)
+
+
+async def test_join_sends_state_vector_then_presence(store: Store, settings: Settings) -> None:
+    room = await Room.load("doc", store, settings)
+    first, second = RecordingPeer("first"), RecordingPeer("second")
+    room.join(first)
+    room.receive(first, protocol.AwarenessUpdate((protocol.AwarenessEntry(7, 1, b"{}"),)))
+    room.join(second)
+    assert isinstance(second.received[0], protocol.SyncStep1)
+    assert second.received[1] == protocol.AwarenessUpdate((protocol.AwarenessEntry(7, 1, b"{}"),))
+    await room.close()
+
+
+async def test_update_reaches_others_only_once_it_is_on_disk(
+    store: Store, settings: Settings, db_path: Path
+) -> None:
+    room = await Room.load("doc", store, settings)
+    writer = RecordingPeer("writer")
+    seen_on_disk: list[int] = []
+    reader = RecordingPeer(
+        "reader", on_send=lambda frame: seen_on_disk.append(stored_update_count(db_path))
+    )
+    room.join(writer)
+    room.join(reader)
+    reader.received.clear()
+    seen_on_disk.clear()
+    room.receive(writer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "hello")))
+    assert reader.received == []  # not before the commit
+    await room.flush()
+    assert len(reader.updates()) == 1
+    assert seen_on_disk == [1]
+    assert writer.updates() == []  # never echoed to its sender
+    await room.close()
+
+
+async def test_sync_answer_waits_for_the_commit_of_what_it_contains(
+    store: Store, settings: Settings, db_path: Path
+) -> None:
+    room = await Room.load("doc", store, settings)
+    writer = RecordingPeer("writer")
+    on_disk_at_answer: list[int] = []
+
+    def check(frame: bytes) -> None:
+        if isinstance(protocol.decode(frame), protocol.SyncStep2):
+            on_disk_at_answer.append(stored_update_count(db_path))
+
+    joiner = RecordingPeer("joiner", on_send=check)
+    room.join(writer)
+    room.join(joiner)
+    room.receive(writer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
+    room.receive(joiner, protocol.SyncStep1(protocol.EMPTY_STATE_VECTOR))
+    assert joiner.of_type(protocol.SyncStep2) == []
+    await room.flush()
+    assert on_disk_at_answer == [1]
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(joiner.of_type(protocol.SyncStep2)[0].update)
+    assert str(doc.get("t", type=pycrdt.Text)) == "x"
+    await room.close()
+
+
+async def test_every_sync_step1_gets_a_sync_step2(store: Store, settings: Settings) -> None:
+    room = await Room.load("doc", store, settings)
+    peer = RecordingPeer("peer")
+    room.join(peer)
+    for _ in range(3):
+        room.receive(peer, protocol.SyncStep1(protocol.EMPTY_STATE_VECTOR))
+    assert len(peer.of_type(protocol.SyncStep2)) == 3
+    await room.close()
+
+
+async def test_updates_committed_together_are_broadcast_as_one(
+    store: Store, settings: Settings
+) -> None:
+    room = await Room.load("doc", store, settings)
+    alice, bob, reader = RecordingPeer("alice"), RecordingPeer("bob"), RecordingPeer("reader")
+    for peer in (alice, bob, reader):
+        room.join(peer)
+    alice_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    bob_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    for i in range(5):
+        room.receive(alice, protocol.SyncUpdate(text_update(alice_doc, f"a{i}")))
+    room.receive(bob, protocol.SyncUpdate(text_update(bob_doc, "b")))
+    await room.flush()
+    assert len(reader.updates()) == 1  # one merged frame for all six
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(reader.updates()[0])
+    assert len(str(doc.get("t", type=pycrdt.Text))) == 11
+    # Each writer gets the other's updates, not its own.
+    alice_view: pycrdt.Doc[Any] = pycrdt.Doc()
+    for update in alice.updates():
+        alice_view.apply_update(update)
+    assert str(alice_view.get("t", type=pycrdt.Text)) == "b"
+    await room.close()
+
+
+async def test_undecodable_update_is_rejected_before_store_and_peers(
+    store: Store, settings: Settings, db_path: Path
+) -> None:
+    room = await Room.load("doc", store, settings)
+    sender, reader = RecordingPeer("sender"), RecordingPeer("reader")
+    room.join(sender)
+    room.join(reader)
+    with pytest.raises(UpdateRejected):
+        room.receive(sender, protocol.SyncUpdate(b"\x01\x01\x05\x00\x04junk"))
+    await settle()
+    assert reader.updates() == []
+    assert stored_update_count(db_path) == 0
+    await room.close()
+
+
+async def test_awareness_is_relayed_to_all_and_removed_when_its_owner_leaves(
+    store: Store, settings: Settings
+) -> None:
+    room = await Room.load("doc", store, settings)
+    alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
+    room.join(alice)
+    room.join(bob)
+    state = protocol.AwarenessEntry(11, 1, b'{"user":"alice"}')
+    room.receive(alice, protocol.AwarenessUpdate((state,)))
+    assert alice.of_type(protocol.AwarenessUpdate)[-1].entries == (state,)
+    assert bob.of_type(protocol.AwarenessUpdate)[-1].entries == (state,)
+    # Bob re-sends what he learned (stock clients do): no news, not relayed.
+    count = len(alice.received)
+    room.receive(bob, protocol.AwarenessUpdate((state,)))
+    assert len(alice.received) == count
+    room.leave(alice)
+    assert bob.of_type(protocol.AwarenessUpdate)[-1].entries == (
+        protocol.AwarenessEntry(11, 2, b"null"),
+    )
+    assert room.awareness.states == []
+    await room.close()
+
+
+async def test_leaving_peer_removes_only_the_states_it_announced(
+    store: Store, settings: Settings
+) -> None:
+    room = await Room.load("doc", store, settings)
+    alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
+    room.join(alice)
+    room.join(bob)
+    room.receive(alice, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 0, b"{}"),)))
+    room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(2, 0, b"{}"),)))
+    room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 0, b"{}"),)))
+    room.leave(bob)
+    assert [entry.client_id for entry in room.awareness.states] == [1]
+    await room.close()
+
+
+async def test_reconnected_client_id_moves_to_the_new_connection(
+    store: Store, settings: Settings
+) -> None:
+    room = await Room.load("doc", store, settings)
+    old, new = RecordingPeer("old"), RecordingPeer("new")
+    room.join(old)
+    room.receive(old, protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 3, b"{}"),)))
+    room.join(new)
+    room.receive(new, protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 4, b"{}"),)))
+    room.leave(old)  # the old socket is found dead later
+    assert [entry.client_id for entry in room.awareness.states] == [5]
+    await room.close()
+
+
+async def test_snapshot_after_the_configured_number_of_updates(
+    store: Store, db_path: Path
+) -> None:
+    room = await Room.load("doc", store, Settings(db=db_path, snapshot_updates=10))
+    peer = RecordingPeer("peer")
+    room.join(peer)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    for i in range(25):
+        room.receive(peer, protocol.SyncUpdate(text_update(doc, str(i % 10))))
+        await room.flush()
+    await settle()
+    snapshots = await store.snapshots("doc")
+    assert [s.update_count for s in snapshots] == [10, 20]
+    loaded = await store.load("doc")
+    assert len(loaded.updates) == 5
+    await room.close()
+    assert len(await store.snapshots("doc")) == 3  # closing snapshots the rest
+    reloaded = await Room.load("doc", store, Settings(db=db_path))
+    assert str(reloaded.document.ydoc.get("t", type=pycrdt.Text)) == str(
+        doc.get("t", type=pycrdt.Text)
+    )
+    await reloaded.close()
+
+
+async def test_snapshot_after_the_configured_time(store: Store, db_path: Path) -> None:
+    room = await Room.load("doc", store, Settings(db=db_path, snapshot_seconds=0.2))
+    peer = RecordingPeer("peer")
+    room.join(peer)
+    room.receive(peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
+    async with asyncio.timeout(5):
+        while not await store.snapshots("doc"):
+            await asyncio.sleep(0.05)
+    await room.close()
+
+
+class FailingStore:
+    """A real SQLiteStore behind the Store interface, whose first appends fail."""
+
+    def __init__(self, inner: SQLiteStore, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    async def load(self, doc: str) -> StoredDoc:
+        return await self.inner.load(doc)
+
+    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("disk full")
+        await self.inner.append(doc, updates)
+
+    async def save_snapshot(
+        self, doc: str, state: bytes, *, kind: SnapshotKind = "auto", label: str | None = None
+    ) -> Snapshot:
+        return await self.inner.save_snapshot(doc, state, kind=kind, label=label)
+
+
+async def test_failed_commit_is_retried_and_nothing_is_relayed_before(
+    store: SQLiteStore, settings: Settings, db_path: Path
+) -> None:
+    failing = FailingStore(store, failures=2)
+    room = await Room.load("doc", failing, settings)  # type: ignore[arg-type]
+    writer, reader = RecordingPeer("writer"), RecordingPeer("reader")
+    room.join(writer)
+    room.join(reader)
+    room.receive(writer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "kept")))
+    await asyncio.sleep(0.15)
+    assert reader.updates() == [] and failing.failures < 2
+    async with asyncio.timeout(5):
+        await room.flush()
+    assert len(reader.updates()) == 1
+    assert stored_update_count(db_path) == 1
+    await room.close()

@@ -1,0 +1,119 @@
+"""SQLiteStore on a real SQLite file: log, snapshots, migrations, grouped commits."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from collab.errors import StoreError
+from collab.sqlite_store import MIGRATIONS, SQLiteStore
+
+
+async def test_fresh_database_is_created_at_the_newest_schema(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (len(MIGRATIONS),)
+        ]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_database_from_a_newer_collab_is_refused(db_path: Path) -> None:
+    await (await SQLiteStore.open(db_path)).close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        await SQLiteStore.open(db_path)
+
+
+async def test_appended_updates_load_in_order_after_reopening(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.append("a", [b"1", b"2"])
+    await store.append("b", [b"x"])
+    await store.append("a", [b"3"])
+    await store.close()
+    store = await SQLiteStore.open(db_path)
+    loaded = await store.load("a")
+    assert (loaded.state, loaded.updates, loaded.update_count) == (None, [b"1", b"2", b"3"], 3)
+    assert [(d.name, d.update_count) for d in await store.docs()] == [("a", 3), ("b", 1)]
+    await store.close()
+
+
+async def test_unknown_document_loads_empty_and_is_not_created(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    loaded = await store.load("nobody")
+    assert not loaded.exists
+    assert await store.docs() == []
+    await store.close()
+
+
+async def test_snapshot_covers_and_prunes_the_log_before_it(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.append("a", [b"1", b"2"])
+    first = await store.save_snapshot("a", b"state-12")
+    await store.append("a", [b"3"])
+    loaded = await store.load("a")
+    assert (loaded.state, loaded.updates) == (b"state-12", [b"3"])
+    second = await store.save_snapshot("a", b"state-123", kind="named", label="v2")
+    loaded = await store.load("a")
+    assert (loaded.state, loaded.updates) == (b"state-123", [])
+    versions = await store.snapshots("a")
+    assert [(s.id, s.kind, s.label, s.size, s.update_count) for s in versions] == [
+        (first.id, "auto", None, 8, 2),
+        (second.id, "named", "v2", 9, 3),
+    ]
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM updates").fetchone() == (0,)
+    await store.close()
+
+
+async def test_pruning_never_reuses_update_ids(db_path: Path) -> None:
+    # With plain rowids, an update appended after pruning the highest row could get an
+    # id the snapshot already covers, and be skipped at load.
+    store = await SQLiteStore.open(db_path)
+    await store.append("a", [b"1"])
+    await store.save_snapshot("a", b"s1")
+    await store.append("a", [b"2"])
+    assert (await store.load("a")).updates == [b"2"]
+    await store.close()
+
+
+async def test_snapshot_queued_between_appends_covers_only_those_before(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    results = await asyncio.gather(
+        store.append("a", [b"1"]),
+        store.save_snapshot("a", b"state-1"),
+        store.append("a", [b"2"]),
+    )
+    assert results[1].update_count == 1
+    loaded = await store.load("a")
+    assert (loaded.state, loaded.updates) == (b"state-1", [b"2"])
+    await store.close()
+
+
+async def test_concurrent_appends_are_committed_in_few_transactions(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    commits: list[str] = []
+    await store._writer.set_trace_callback(
+        lambda sql: commits.append(sql) if sql == "COMMIT" else None
+    )
+    await asyncio.gather(*(store.append(f"doc{i % 10}", [b"u"]) for i in range(200)))
+    assert sum(d.update_count for d in await store.docs()) == 200
+    assert 1 <= len(commits) <= 5
+    await store.close()
+
+
+async def test_writes_after_close_raise_store_error(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.append("a", [b"1"])
+
+
+async def test_unwritable_database_raises_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        await SQLiteStore.open(tmp_path / "missing-dir" / "collab.db")

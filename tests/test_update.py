@@ -1,0 +1,88 @@
+"""Splitting updates and finding what a document has not integrated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pycrdt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collab.update import (
+    UpdateFormatError,
+    decode_state_vector,
+    reaches_beyond,
+    split_update,
+)
+from tests.docgen import content, random_doc
+
+
+def apply_all(updates: list[bytes]) -> pycrdt.Doc[Any]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), clients=st.integers(1, 4), max_bytes=st.integers(16, 4000))
+def test_pieces_applied_in_order_rebuild_the_document(
+    seed: int, clients: int, max_bytes: int
+) -> None:
+    original = random_doc(seed, clients)
+    state = original.get_update()
+    pieces = split_update(state, max_bytes)
+    assert content(apply_all(pieces)) == content(original)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_pieces_stay_near_the_limit(seed: int) -> None:
+    state = random_doc(seed, clients=2, steps=200).get_update()
+    pieces = split_update(state, 500)
+    assert len(pieces) > 1
+    # A piece may exceed the limit by one struct and its block header, no more.
+    assert max(len(piece) for piece in pieces) < 500 + 200
+
+
+def test_small_update_is_not_split() -> None:
+    state = random_doc(1, steps=5).get_update()
+    assert split_update(state, len(state)) == [state]
+
+
+def test_emoji_lengths_count_in_utf16_units() -> None:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    text = doc.get("t", type=pycrdt.Text)
+    for _ in range(50):
+        text.insert(0, "😀é")
+    pieces = split_update(doc.get_update(), 10)
+    assert len(pieces) > 10
+    assert str(apply_all(pieces).get("t", type=pycrdt.Text)) == "😀é" * 50
+
+
+def test_delete_set_larger_than_the_limit_is_split_by_client() -> None:
+    doc = random_doc(7, clients=4, steps=300)
+    pieces = split_update(doc.get_update(), 64)
+    assert content(apply_all(pieces)) == content(doc)
+
+
+def test_garbage_raises_update_format_error() -> None:
+    with pytest.raises(UpdateFormatError):
+        split_update(b"\x01\x05" + b"\xff" * 50, 4)
+
+
+def test_reaches_beyond_sees_structs_and_deletes_past_a_state_vector() -> None:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text = doc.get("t", type=pycrdt.Text)
+    text += "abc"
+    text += "def"
+    del text[0:2]
+    insert_abc, insert_def, delete_ab = updates
+    after_abc = decode_state_vector(apply_all([insert_abc]).get_state())
+    assert not reaches_beyond(insert_abc, after_abc)
+    assert reaches_beyond(insert_def, after_abc)
+    assert not reaches_beyond(delete_ab, after_abc)  # deletes "ab", which it has
+    assert reaches_beyond(delete_ab, {})
