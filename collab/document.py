@@ -1,10 +1,11 @@
 """Document: one Yjs document in memory, and what it has not been able to integrate yet.
 
 Yrs keeps structs and deletions whose dependencies are missing in a pending area that
-`Doc.get_update()` leaves out, and it loses some of them when several clients' pending
-parts arrive out of order. A snapshot that dropped them would lose edits, so for every
-update that does not integrate fully, the part that did not (its residue) is kept here,
-re-applied after each later update, and included in every full state.
+`Doc.get_update()` leaves out, and it loses pending parts when several of them arrive in
+separate updates that depend on each other. A snapshot that dropped them would lose
+edits. So the part of each update that did not integrate (its residue) is kept here as
+one merged update, re-applied whole after every later update (within one update Yrs
+resolves any order), and included in every full state.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from collab.update import decode_state_vector, reaches_beyond
 
 
 class Document:
-    """A pycrdt `Doc` plus the residues of updates it has not integrated."""
+    """A pycrdt `Doc` plus the merged residue of the updates it has not integrated."""
 
     def __init__(self) -> None:
         self.ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
-        self._residues: list[bytes] = []
+        self._pending: bytes | None = None
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._residues)
+        return self._pending is not None
 
     def apply(self, update: bytes) -> None:
         """Apply one update.
@@ -39,26 +40,23 @@ class Document:
             self.ydoc.apply_update(update)
         except ValueError as exc:
             raise UpdateRejected(str(exc)) from exc
-        if self._residues:
-            self._retry_residues()
-        self._keep_residue(update)
+        if self._pending is None:
+            self._pending = self._residue(update)
+        else:
+            self.ydoc.apply_update(self._pending)
+            self._pending = self._residue(pycrdt.merge_updates(self._pending, update))
 
-    def _keep_residue(self, update: bytes) -> None:
+    def _residue(self, update: bytes) -> bytes | None:
+        """The part of `update` the document has not integrated, if any."""
         state_vector = self.ydoc.get_state()
         residue = pycrdt.get_update(update, state_vector)
         if residue == EMPTY_UPDATE:
-            return
+            return None
         # A first byte of 0 means no structs past the state vector; only deletions are
         # left to check, and those are usually of items the document already has.
         if residue[0] != 0 or reaches_beyond(residue, decode_state_vector(state_vector)):
-            self._residues.append(residue)
-
-    def _retry_residues(self) -> None:
-        residues, self._residues = self._residues, []
-        for residue in residues:
-            self.ydoc.apply_update(residue)
-        for residue in residues:
-            self._keep_residue(residue)
+            return residue
+        return None
 
     def state_vector(self) -> bytes:
         return self.ydoc.get_state()
@@ -73,9 +71,9 @@ class Document:
             update = self.ydoc.get_update(state_vector)
         except ValueError as exc:
             raise ProtocolError(f"bad state vector: {exc}") from exc
-        return pycrdt.merge_updates(update, *self._residues) if self._residues else update
+        return update if self._pending is None else pycrdt.merge_updates(update, self._pending)
 
     def state(self) -> bytes:
-        """The full state, residues included: what a snapshot must hold."""
+        """The full state, the pending residue included: what a snapshot must hold."""
         update = self.ydoc.get_update()
-        return pycrdt.merge_updates(update, *self._residues) if self._residues else update
+        return update if self._pending is None else pycrdt.merge_updates(update, self._pending)

@@ -81,25 +81,35 @@ class ServerProcess:
         self.port = 0
 
     def start(self, timeout: float = 20.0) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        args = [sys.executable, "-m", "collab", "serve", "--port", str(self.port),
-                "--db", str(self.db), *self.extra]
+        """Start (or restart, on the same port and database) and wait until it serves."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        args = [
+            sys.executable,
+            "-m",
+            "collab",
+            "serve",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+            *self.extra,
+        ]
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
         log.close()
-        self.port = self._wait_for_port(timeout)
+        self.port = self._wait_for_port(timeout, offset)
 
-    def _wait_for_port(self, timeout: float) -> int:
+    def _wait_for_port(self, timeout: float, offset: int) -> int:
         import time
 
         deadline = time.monotonic() + timeout
         pattern = re.compile(rb"serving documents at ws://[^:]+:(\d+)/")
-        seen = 0
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()}")
             text = self.log_path.read_bytes()
-            matches = pattern.findall(text[seen:])
+            matches = pattern.findall(text[offset:])
             if matches:
                 return int(matches[-1])
             time.sleep(0.05)

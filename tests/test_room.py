@@ -233,9 +233,7 @@ async def test_reconnected_client_id_moves_to_the_new_connection(
     await room.close()
 
 
-async def test_snapshot_after_the_configured_number_of_updates(
-    store: Store, db_path: Path
-) -> None:
+async def test_snapshot_after_the_configured_number_of_updates(store: Store, db_path: Path) -> None:
     room = await Room.load("doc", store, Settings(db=db_path, snapshot_updates=10))
     peer = RecordingPeer("peer")
     room.join(peer)

@@ -16,9 +16,7 @@ async def test_fresh_database_is_created_at_the_newest_schema(db_path: Path) -> 
     store = await SQLiteStore.open(db_path)
     await store.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
-            (len(MIGRATIONS),)
-        ]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 

@@ -1,0 +1,90 @@
+"""The CLI builds Settings from flags, then COLLAB_* variables, then defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collab.cli import build_parser, main, settings_from
+from collab.config import Settings
+
+
+def settings_for(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
+    return settings_from(build_parser().parse_args(["serve", *argv]), environ or {})
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    settings = settings_for([])
+    assert (settings.host, settings.port, settings.db) == ("127.0.0.1", 1234, Path("collab.db"))
+
+
+def test_flags_win_over_environment_which_wins_over_defaults() -> None:
+    environ = {"COLLAB_PORT": "4000", "COLLAB_DB": "/tmp/env.db", "COLLAB_DB_SYNC": "full"}
+    settings = settings_for(["--port", "5000"], environ)
+    assert settings.port == 5000
+    assert settings.db == Path("/tmp/env.db")
+    assert settings.db_sync == "full"
+
+
+def test_every_setting_has_a_flag_and_a_variable() -> None:
+    settings = settings_for(
+        ["--snapshot-updates", "7", "--room-grace-seconds", "1.5", "--base-path", "/c"],
+        {"COLLAB_MAX_MESSAGE_BYTES": "1000", "COLLAB_LOG_LEVEL": "debug"},
+    )
+    assert settings.snapshot_updates == 7
+    assert settings.room_grace_seconds == 1.5
+    assert settings.base_path == "/c"
+    assert settings.max_message_bytes == 1000
+    assert settings.log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [
+        ([], {"COLLAB_PORT": "many"}),
+        ([], {"COLLAB_DB_SYNC": "sometimes"}),
+        (["--snapshot-updates", "0"], {}),
+        (["--base-path", "no-slash"], {}),
+    ],
+)
+def test_bad_values_are_usage_errors(argv: list[str], environ: dict[str, str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *argv], environ)
+    assert exited.value.code == 2
+
+
+def test_python_dash_m_collab_prints_its_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "collab", "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("collab ")
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "collab",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(tmp_path / "x.db"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert "cannot serve" in result.stderr
