@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 
@@ -20,17 +21,23 @@ from collab.config import Settings
 from collab.peer import CLOSE_GOING_AWAY
 from collab.rooms import Rooms
 from collab.sqlite_store import SQLiteStore
+from collab.store import Store
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The collab application for `settings`; its parts start with the app."""
+def create_app(settings: Settings, store: Store | None = None) -> web.Application:
+    """The collab application for `settings`; its parts start with the app.
+
+    Args:
+        store: a store to use instead of the SQLite file of `settings.db` (the app
+            closes it on cleanup).
+    """
     app = web.Application(middlewares=[_room_upgrades], client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(partial(_store, given=store))
     app.cleanup_ctx.append(_rooms)
     app.on_shutdown.append(_close_connections)
     api.add_routes(app)
@@ -46,9 +53,9 @@ async def _room_upgrades(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
-async def _store(app: web.Application) -> AsyncIterator[None]:
+async def _store(app: web.Application, given: Store | None) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = await SQLiteStore.open(settings.db, sync=settings.db_sync)
+    store = given or await SQLiteStore.open(settings.db, sync=settings.db_sync)
     app[STORE] = store
     yield
     await store.close()
@@ -65,10 +72,10 @@ async def _close_connections(app: web.Application) -> None:
     app[ROOMS].close_peers(CLOSE_GOING_AWAY, "server shutting down")
 
 
-async def start(settings: Settings) -> tuple[web.AppRunner, int]:
+async def start(settings: Settings, store: Store | None = None) -> tuple[web.AppRunner, int]:
     """Start serving `settings`; return the runner (for `cleanup()`) and the bound port."""
     runner = web.AppRunner(
-        create_app(settings),
+        create_app(settings, store),
         shutdown_timeout=settings.shutdown_seconds,
         handle_signals=False,
         access_log=None,
@@ -84,9 +91,9 @@ async def start(settings: Settings) -> tuple[web.AppRunner, int]:
     return runner, port
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, store: Store | None = None) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
-    runner, port = await start(settings)
+    runner, port = await start(settings, store)
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     log.info(
         "collab %s serving documents at ws://%s:%d%s<name> (database %s)",

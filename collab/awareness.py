@@ -44,8 +44,9 @@ class Awareness:
         return news
 
     def _is_news(self, entry: AwarenessEntry) -> bool:
-        known = self._clocks.get(entry.client_id)
-        if known is None or entry.clock > known:
+        # As in y-protocols, a client never heard of counts as being at clock 0.
+        known = self._clocks.get(entry.client_id, 0)
+        if entry.clock > known:
             return True
         return entry.clock == known and entry.removed and entry.client_id in self._states
 

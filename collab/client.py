@@ -157,7 +157,8 @@ class Client:
     def set_awareness(self, state: dict[str, Any] | None) -> None:
         """Set (or with None, withdraw) this client's presence state."""
         self._local_state = state
-        self._clocks[self.client_id] = self._clocks.get(self.client_id, -1) + 1
+        # y-protocols takes an unknown client to be at clock 0 and wants a newer one.
+        self._clocks[self.client_id] = self._clocks.get(self.client_id, 0) + 1
         if state is None:
             self.awareness.pop(self.client_id, None)
         else:
@@ -180,8 +181,9 @@ class Client:
         for entry in entries:
             if entry.client_id == self.client_id:
                 continue
-            known = self._clocks.get(entry.client_id, -1)
-            if entry.clock < known or (entry.clock == known and not entry.removed):
+            known = self._clocks.get(entry.client_id, 0)
+            present = entry.client_id in self.awareness
+            if entry.clock < known or (entry.clock == known and not (entry.removed and present)):
                 continue
             self._clocks[entry.client_id] = entry.clock
             state = json.loads(entry.state)

@@ -41,7 +41,7 @@ class Settings:
         choices=("normal", "full"),
     )
     snapshot_updates: int = _opt(
-        1000, "Take a snapshot of a document after this many updates since the last one."
+        10_000, "Take a snapshot of a document after this many updates since the last one."
     )
     snapshot_seconds: float = _opt(
         60.0, "... or this many seconds after the first update not yet in a snapshot."

@@ -194,6 +194,23 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     return result
 
 
+def clock_ranges(update: bytes) -> dict[int, tuple[int, int]]:
+    """client id -> (first clock, end clock) of the structs `update` holds, Skips aside.
+
+    Unlike pycrdt's `get_state(update)`, this also covers updates that do not start at
+    clock 0 (every incremental update).
+    """
+    ranges: dict[int, tuple[int, int]] = {}
+    for block in _layout(update).blocks:
+        clock = block.clock
+        for _, _, length, is_skip in block.structs:
+            if not is_skip:
+                first, end = ranges.get(block.client, (clock, clock))
+                ranges[block.client] = (min(first, clock), max(end, clock + length))
+            clock += length
+    return ranges
+
+
 def reaches_beyond(update: bytes, state_vector: dict[int, int]) -> bool:
     """Whether `update` holds structs or deletions past `state_vector`.
 

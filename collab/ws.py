@@ -20,6 +20,7 @@ from collab.room import Room
 log = logging.getLogger(__name__)
 
 _CLOSE_WAIT_SECONDS = 5.0
+_YIELD_EVERY = 32
 
 
 def is_room_request(request: web.Request) -> bool:
@@ -75,9 +76,15 @@ async def _serve(request: web.Request, room: Room) -> web.StreamResponse:
 
 
 async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer) -> None:
+    handled = 0
     async for message in ws:
         if peer.closing:
             return
+        handled += 1
+        if handled % _YIELD_EVERY == 0:
+            # aiohttp hands out buffered frames without suspending; without this, one
+            # client sending a burst holds the event loop, and every other room with it.
+            await asyncio.sleep(0)
         if message.type is WSMsgType.BINARY:
             try:
                 room.receive(peer, protocol.decode(message.data))

@@ -33,7 +33,13 @@ def test_removal_at_the_same_clock_counts_once() -> None:
 def test_only_the_news_of_a_mixed_update_is_returned() -> None:
     awareness = Awareness()
     awareness.apply([entry(1, 5)])
-    assert awareness.apply([entry(1, 5), entry(2, 0)]) == [entry(2, 0)]
+    assert awareness.apply([entry(1, 5), entry(2, 1)]) == [entry(2, 1)]
+
+
+def test_unknown_client_at_clock_zero_is_not_news() -> None:
+    # y-protocols takes a client it never heard of to be at clock 0: stock clients
+    # would drop such a state, so relaying or keeping it would only disagree with them.
+    assert Awareness().apply([entry(9, 0)]) == []
 
 
 def test_remove_returns_null_entries_with_the_next_clock() -> None:
@@ -46,5 +52,5 @@ def test_remove_returns_null_entries_with_the_next_clock() -> None:
 def test_invalid_json_is_refused_without_changing_anything() -> None:
     awareness = Awareness()
     with pytest.raises(ProtocolError):
-        awareness.apply([entry(1, 0), entry(2, 0, b"{oops")])
+        awareness.apply([entry(1, 1), entry(2, 1, b"{oops")])
     assert awareness.states == []

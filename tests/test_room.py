@@ -211,9 +211,9 @@ async def test_leaving_peer_removes_only_the_states_it_announced(
     alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
     room.join(alice)
     room.join(bob)
-    room.receive(alice, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 0, b"{}"),)))
-    room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(2, 0, b"{}"),)))
-    room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 0, b"{}"),)))
+    room.receive(alice, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 1, b"{}"),)))
+    room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(2, 1, b"{}"),)))
+    room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 1, b"{}"),)))
     room.leave(bob)
     assert [entry.client_id for entry in room.awareness.states] == [1]
     await room.close()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from collab.update import (
     UpdateFormatError,
+    clock_ranges,
     decode_state_vector,
     reaches_beyond,
     split_update,
@@ -86,3 +87,15 @@ def test_reaches_beyond_sees_structs_and_deletes_past_a_state_vector() -> None:
     assert reaches_beyond(insert_def, after_abc)
     assert not reaches_beyond(delete_ab, after_abc)  # deletes "ab", which it has
     assert reaches_beyond(delete_ab, {})
+
+
+def test_clock_ranges_of_incremental_updates() -> None:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=7)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text = doc.get("t", type=pycrdt.Text)
+    text += "abc"
+    text += "de"
+    assert clock_ranges(updates[0]) == {7: (0, 3)}
+    assert clock_ranges(updates[1]) == {7: (3, 5)}
+    assert clock_ranges(pycrdt.merge_updates(*updates)) == {7: (0, 5)}
