@@ -6,9 +6,7 @@ Yjs update), 1 is an awareness update, 3 asks for all awareness states, and 2 (a
 servers to refuse a client.
 
 `decode` is strict: truncated lengths, trailing bytes and oversized integers raise
-`ProtocolError`. pycrdt's `Decoder` trusts declared lengths and reads unbounded varuints, so
-the few primitives needed are written here with bounds; the Yjs update and state-vector
-payloads themselves are left to pycrdt.
+`ProtocolError`. The Yjs update and state-vector payloads themselves are left to pycrdt.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from dataclasses import dataclass
 from pycrdt import write_var_uint
 
 from collab.errors import ProtocolError, UnsupportedMessage
+from collab.lib0 import Reader
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1
@@ -36,8 +35,6 @@ EMPTY_UPDATE = b"\x00\x00"
 # A state vector of a document that knows nothing.
 EMPTY_STATE_VECTOR = b"\x00"
 NULL_STATE = b"null"
-
-_MAX_VARUINT_BYTES = 10  # 64 bits; lib0 itself stops at 53.
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,46 +85,6 @@ class PermissionDenied:
 Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate | QueryAwareness | PermissionDenied
 
 
-class _Reader:
-    """Bounds-checked reads of lib0 primitives."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def var_uint(self) -> int:
-        data, pos = self.data, self.pos
-        result = 0
-        for shift in range(0, 7 * _MAX_VARUINT_BYTES, 7):
-            if pos >= len(data):
-                raise ProtocolError("message ends inside an integer")
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                self.pos = pos
-                return result
-        raise ProtocolError("integer longer than 64 bits")
-
-    def var_bytes(self) -> bytes:
-        length = self.var_uint()
-        end = self.pos + length
-        if end > len(self.data):
-            raise ProtocolError(f"declared length {length} exceeds the message")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def at_end(self) -> bool:
-        return self.pos == len(self.data)
-
-    def expect_end(self) -> None:
-        if not self.at_end():
-            raise ProtocolError(f"{len(self.data) - self.pos} unexpected bytes after the message")
-
-
 def decode(frame: bytes) -> Message:
     """Parse one WebSocket frame.
 
@@ -135,7 +92,7 @@ def decode(frame: bytes) -> Message:
         ProtocolError: the frame is truncated, has trailing bytes or a bad substep.
         UnsupportedMessage: the frame is of a message type this module does not know.
     """
-    reader = _Reader(frame)
+    reader = Reader(frame, ProtocolError)
     kind = reader.var_uint()
     message: Message
     if kind == MSG_SYNC:
@@ -165,7 +122,7 @@ def decode(frame: bytes) -> Message:
 
 def decode_awareness(payload: bytes) -> tuple[AwarenessEntry, ...]:
     """Parse an awareness update's entries without parsing their JSON."""
-    reader = _Reader(payload)
+    reader = Reader(payload, ProtocolError)
     count = reader.var_uint()
     # Each entry takes at least 3 bytes; refuse counts the payload cannot hold.
     if count * 3 > len(payload):

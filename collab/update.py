@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from pycrdt import write_var_uint
 
+from collab.lib0 import Reader
+
 # Item content kinds (the low 5 bits of a struct's info byte).
 _GC, _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC, _SKIP = range(11)
 _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
@@ -40,43 +42,13 @@ class _Layout:
     deletes: list[tuple[int, int, int, list[tuple[int, int]]]]
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+class _Reader(Reader):
+    """Adds the parts of the update format that lib0 primitives do not cover."""
+
+    __slots__ = ()
 
     def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise UpdateFormatError("update ends early")
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def var_uint(self) -> int:
-        result = shift = 0
-        while True:
-            byte = self.byte()
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return result
-            shift += 7
-            if shift > 70:
-                raise UpdateFormatError("integer too long")
-
-    def var_bytes(self) -> bytes:
-        length = self.var_uint()
-        end = self.pos + length
-        if end > len(self.data):
-            raise UpdateFormatError("declared length exceeds the update")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def skip(self, count: int) -> None:
-        self.pos += count
-        if self.pos > len(self.data):
-            raise UpdateFormatError("update ends early")
+        super().__init__(data, UpdateFormatError)
 
     def var_int(self) -> None:
         while self.byte() & 0x80:
@@ -179,14 +151,13 @@ def _layout(update: bytes) -> _Layout:
         client = reader.var_uint()
         ranges = [(reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())]
         deletes.append((client, start, reader.pos, ranges))
-    if reader.pos != len(update):
-        raise UpdateFormatError("trailing bytes after the delete set")
+    reader.expect_end()
     return _Layout(blocks, deletes)
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     """client id -> next expected clock."""
-    reader = _Reader(state_vector)
+    reader = Reader(state_vector, UpdateFormatError)
     result = {}
     for _ in range(reader.var_uint()):
         client = reader.var_uint()
