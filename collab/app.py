@@ -15,7 +15,7 @@ from functools import partial
 
 from aiohttp import web
 
-from collab import __version__, api, ws
+from collab import __version__, api, pages, ws
 from collab.appkeys import ROOMS, SETTINGS, STORE
 from collab.config import Settings
 from collab.peer import CLOSE_GOING_AWAY
@@ -41,6 +41,7 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app.cleanup_ctx.append(_rooms)
     app.on_shutdown.append(_close_connections)
     api.add_routes(app)
+    pages.add_routes(app)
     return app
 
 
