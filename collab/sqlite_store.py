@@ -81,10 +81,14 @@ _Op = _Append | _SaveSnapshot
 
 async def _connect(path: Path, sync: str) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-    await conn.execute("PRAGMA foreign_keys=ON")
-    await conn.execute("PRAGMA busy_timeout=5000")
+    try:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
@@ -130,13 +134,18 @@ class SQLiteStore:
 
     @classmethod
     async def open(cls, path: Path, *, sync: str = "normal") -> SQLiteStore:
+        opened: list[aiosqlite.Connection] = []
         try:
-            writer = await _connect(path, sync)
-            await migrate(writer)
-            reader = await _connect(path, sync)
-        except sqlite3.Error as exc:
+            opened.append(await _connect(path, sync))
+            await migrate(opened[0])
+            opened.append(await _connect(path, sync))
+        except (sqlite3.Error, StoreError) as exc:
+            for conn in opened:
+                await conn.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open database {path}: {exc}") from exc
-        return cls(writer, reader)
+        return cls(*opened)
 
     # --- writes: queued, committed in groups by the writer task
 

@@ -320,3 +320,21 @@ async def test_editor_page_refuses_an_invalid_name(server: RunningServer) -> Non
             assert response.status == 200
             assert "default-src 'self'" in response.headers["Content-Security-Policy"]
             assert '<meta name="collab-doc" content="ok">' in await response.text()
+
+
+async def test_links_are_made_with_ctrl_k_and_reach_the_other_editor(
+    browser: Browser, server: RunningServer
+) -> None:
+    alice = await open_doc(await person(browser, "Alice", "#1f6feb"), server.http, "links")
+    bob = await open_doc(await person(browser, "Bob", "#d1242f"), server.http, "links")
+    await alice.keyboard.type("see the docs")
+    await alice.keyboard.press("Shift+ArrowLeft")
+    for _ in range(3):
+        await alice.keyboard.press("Shift+ArrowLeft")
+    alice.once(
+        "dialog", lambda dialog: asyncio.ensure_future(dialog.accept("https://example.org/docs"))
+    )
+    await alice.locator(".ProseMirror").press("Control+k")
+    await expect(bob.locator('.ProseMirror a[href="https://example.org/docs"]')).to_have_count(1)
+    html = await bob.evaluate("window.collab.editor.getHTML()")
+    assert 'href="https://example.org/docs"' in html and ">docs</a>" in html
