@@ -87,6 +87,14 @@ async def at_the_end(page: Page) -> None:
             await asyncio.sleep(0.02)
 
 
+async def selection_of(page: Page, length: int) -> None:
+    """Wait until the editor has taken in a selection of `length` (see at_the_end)."""
+    script = "(({state}) => state.selection.to - state.selection.from)(window.collab.editor)"
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while await page.evaluate(script) != length:
+            await asyncio.sleep(0.02)
+
+
 async def server_text(url: str, doc: str) -> str:
     async with Client(url, doc) as client:
         return str(client.doc.get("default", type=pycrdt.XmlFragment))
@@ -212,7 +220,9 @@ async def test_toolbar_is_usable_with_the_keyboard_alone(
 ) -> None:
     page = await open_doc(await person(browser, "Kay", "#8250df"), server.http, "keys")
     await page.keyboard.type("shout")
+    await wait_text(page, lambda t: t == "shout")
     await page.keyboard.press("Shift+Home")
+    await selection_of(page, 5)
     bold = page.locator('button[data-command="bold"]')
     await bold.focus()
     await page.keyboard.press("Enter")
@@ -328,9 +338,10 @@ async def test_links_are_made_with_ctrl_k_and_reach_the_other_editor(
     alice = await open_doc(await person(browser, "Alice", "#1f6feb"), server.http, "links")
     bob = await open_doc(await person(browser, "Bob", "#d1242f"), server.http, "links")
     await alice.keyboard.type("see the docs")
-    await alice.keyboard.press("Shift+ArrowLeft")
-    for _ in range(3):
+    await wait_text(alice, lambda t: t == "see the docs")  # typing taken in before selecting
+    for _ in range(4):
         await alice.keyboard.press("Shift+ArrowLeft")
+    await selection_of(alice, 4)
     alice.once(
         "dialog", lambda dialog: asyncio.ensure_future(dialog.accept("https://example.org/docs"))
     )
