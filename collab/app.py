@@ -1,6 +1,7 @@
 """Wiring: the aiohttp application and how it starts and stops. No logic of its own.
 
-Parts are created in `cleanup_ctx` order (store, then rooms) and torn down in reverse.
+Parts are created in `cleanup_ctx` order (the database lock, the store, the rooms and
+documents, the retention task) and torn down in reverse.
 On shutdown the listening socket closes first, then every connection is closed with 1001
 so providers reconnect elsewhere, then rooms commit and snapshot, then the store closes.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -16,8 +18,11 @@ from functools import partial
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
-from collab.appkeys import ROOMS, SETTINGS, STORE
+from collab.appkeys import DOCUMENTS, LOCK, ROOMS, SETTINGS, STORE
 from collab.config import Settings
+from collab.documents import Documents
+from collab.errors import CollabError
+from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
 from collab.rooms import Rooms
 from collab.sqlite_store import SQLiteStore
@@ -37,8 +42,11 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     """
     app = web.Application(middlewares=[_room_upgrades], client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
+    if store is None:
+        app.cleanup_ctx.append(_lock)
     app.cleanup_ctx.append(partial(_store, given=store))
     app.cleanup_ctx.append(_rooms)
+    app.cleanup_ctx.append(_retention)
     app.on_shutdown.append(_close_connections)
     api.add_routes(app)
     pages.add_routes(app)
@@ -54,6 +62,14 @@ async def _room_upgrades(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
+async def _lock(app: web.Application) -> AsyncIterator[None]:
+    # Before the store opens: a second server, or a CLI command, must not write under us.
+    lock = DatabaseLock.acquire(app[SETTINGS].db, role="server")
+    app[LOCK] = lock
+    yield
+    lock.release()
+
+
 async def _store(app: web.Application, given: Store | None) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = given or await SQLiteStore.open(settings.db, sync=settings.db_sync)
@@ -65,8 +81,28 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
     rooms = Rooms(app[STORE], app[SETTINGS])
     app[ROOMS] = rooms
+    app[DOCUMENTS] = Documents(rooms, app[STORE], app[SETTINGS])
     yield
     await rooms.close()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    every = app[SETTINGS].retention_seconds
+    task = asyncio.create_task(_thin_forever(app[DOCUMENTS], every)) if every > 0 else None
+    yield
+    if task is not None:
+        task.cancel()
+        await asyncio.wait([task])
+
+
+async def _thin_forever(documents: Documents, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if deleted := await documents.thin():
+                log.info("retention: deleted %d versions", deleted)
+        except CollabError as exc:
+            log.error("retention failed, will try again: %s", exc)
 
 
 async def _close_connections(app: web.Application) -> None:
@@ -89,7 +125,15 @@ async def start(settings: Settings, store: Store | None = None) -> tuple[web.App
         await runner.cleanup()
         raise
     port = int(runner.addresses[0][1])
+    if LOCK in runner.app:
+        runner.app[LOCK].publish(pid=os.getpid(), role="server", url=_local_url(settings, port))
     return runner, port
+
+
+def _local_url(settings: Settings, port: int) -> str:
+    """Where a process on this machine reaches the server."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def serve(settings: Settings, store: Store | None = None) -> None:

@@ -1,5 +1,7 @@
 """Settings: the one typed configuration object, filled once from CLI flags and `COLLAB_*`
 environment variables and passed to every part. Nothing else in collab reads the environment.
+Values in a small language (retention tiers, root type hints) are checked here, by the
+pure modules that read them.
 
 Every field's metadata carries its help text; the CLI derives `--flag-name` and
 `COLLAB_FLAG_NAME` from the field name, so adding a field here adds its flag and variable.
@@ -11,6 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from collab.retention import parse_policy
+from collab.roots import parse_hints
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -45,6 +50,21 @@ class Settings:
     )
     snapshot_seconds: float = _opt(
         60.0, "... or this many seconds after the first update not yet in a snapshot."
+    )
+    retention: str = _opt(
+        "1h:all,1d:1h,30d:1d",
+        "Which automatic versions to keep as they age: every one younger than 1h, one per "
+        "hour under 1d, one per day under 30d, none older. Named versions are kept.",
+    )
+    retention_seconds: float = _opt(
+        600.0, "How often the server thins versions by the retention policy (0: never)."
+    )
+
+    # --- Documents
+    root_types: str = _opt(
+        "",
+        "Types of roots whose content cannot tell (an emptied root), for export and "
+        "restore, e.g. 'default=xml,title=text'; types: text, map, array, xml.",
     )
 
     # --- Rooms and connections
@@ -85,6 +105,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.port < 0 or self.port > 65535:
             raise ValueError("port must be between 0 and 65535")
+        parse_policy(self.retention)
+        parse_hints(self.root_types)
 
     @property
     def room_prefix(self) -> str:

@@ -5,7 +5,13 @@
      |    +-- UnsupportedMessage  well-formed, unknown message    -> close 1003
      |    +-- UpdateRejected      a Yjs update that cannot apply  -> close 1002
      +-- InvalidDocName           room name fails validation      -> HTTP 400
+     +-- BadRequest               other input the API refuses     -> HTTP 400
+     +-- NotFound                                                 -> HTTP 404
+     |    +-- DocNotFound         no such document
+     |    +-- VersionNotFound     no such version of a document
+     +-- Conflict                 the request cannot apply to this state -> HTTP 409
      +-- StoreError               the database failed             -> HTTP 503, retried by rooms
+     +-- DatabaseInUse            another collab process holds the database
 
 `ws.py` maps these to WebSocket close codes for the affected peer only; `api.py` maps them
 to HTTP statuses.
@@ -32,5 +38,29 @@ class InvalidDocName(CollabError):
     """A document name that is empty, too long, or holds characters we do not accept."""
 
 
+class BadRequest(CollabError):
+    """Input the API cannot take: a malformed body, an unknown format, a bad label."""
+
+
+class NotFound(CollabError):
+    """Something named in the request does not exist."""
+
+
+class DocNotFound(NotFound):
+    """No document of that name is stored or loaded."""
+
+
+class VersionNotFound(NotFound):
+    """The document has no version with that id."""
+
+
+class Conflict(CollabError):
+    """The request is well formed but cannot apply to the document as it is."""
+
+
 class StoreError(CollabError):
     """The store could not read or write."""
+
+
+class DatabaseInUse(CollabError):
+    """Another collab process (a server, or a CLI command) is using the database."""

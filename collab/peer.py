@@ -20,6 +20,8 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
+# Application codes. y-websocket 3.1 does not reconnect after a code in 4400-4499.
+CLOSE_DOC_DELETED = 4404
 
 
 class Transport(Protocol):

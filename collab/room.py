@@ -297,6 +297,29 @@ class Room:
         log.debug("%s: snapshot %d (%d bytes)", self.name, snapshot.id, snapshot.size)
         return snapshot
 
+    @property
+    def is_empty(self) -> bool:
+        """Whether the document has never held anything (its state vector is empty)."""
+        return (
+            self.document.state_vector() == protocol.EMPTY_STATE_VECTOR
+            and not self.document.has_pending
+        )
+
+    async def discard(self, code: int, reason: str) -> None:
+        """Close every peer and stop, saving nothing more (the document is being deleted).
+
+        Writes already handed to the store still complete; the caller deletes after them.
+        """
+        self.close_peers(code, reason)
+        self._closing = True
+        self._unsaved.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.wait([self._flusher])
+        for _, future in self._flush_waiters:
+            future.cancel()
+        self._flush_waiters.clear()
+
     async def close(self) -> None:
         """Commit everything, snapshot if anything is not in one, stop. Raises StoreError."""
         await self.flush()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from collab.config import Settings
 from collab.errors import StoreError
+from collab.peer import CLOSE_DOC_DELETED
 from collab.room import Room
 from collab.store import Store
 
@@ -30,6 +31,7 @@ class Rooms:
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._leases: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._deleting: dict[str, asyncio.Future[None]] = {}
         self._closed = False
 
     def __iter__(self) -> Iterator[Room]:
@@ -61,8 +63,8 @@ class Rooms:
         while True:
             if timer := self._timers.pop(name, None):
                 timer.cancel()
-            if unloading := self._unloading.get(name):
-                await asyncio.wait([unloading])
+            if busy := self._unloading.get(name) or self._deleting.get(name):
+                await asyncio.wait([busy])
                 continue
             if room := self._rooms.get(name):
                 return room
@@ -117,6 +119,30 @@ class Rooms:
             del self._unloading[name]
         del self._rooms[name]
         log.debug("%s: unloaded", name)
+
+    async def delete(self, name: str) -> bool:
+        """Disconnect everyone from `name`, forget its room unsaved, delete it from the
+        store; joins wait meanwhile. Returns whether the store had the document.
+
+        Raises:
+            StoreError: the store could not delete it.
+        """
+        while busy := self._deleting.get(name) or self._loading.get(name):
+            await asyncio.wait([busy])
+        done = asyncio.get_running_loop().create_future()
+        self._deleting[name] = done
+        try:
+            if unloading := self._unloading.get(name):
+                await asyncio.wait([unloading])
+            if timer := self._timers.pop(name, None):
+                timer.cancel()
+            room = self._rooms.pop(name, None)
+            if room is not None:
+                await room.discard(CLOSE_DOC_DELETED, "document deleted")
+            return await self._store.delete_doc(name) or room is not None
+        finally:
+            del self._deleting[name]
+            done.set_result(None)
 
     def close_peers(self, code: int, reason: str) -> None:
         """Ask every connection in every room to close."""

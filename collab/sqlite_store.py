@@ -20,7 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-from collab.errors import StoreError
+from collab.errors import StoreError, VersionNotFound
 from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,19 @@ class _Append:
 
 
 @dataclass(slots=True)
+class _DeleteSnapshots:
+    doc: str
+    ids: Sequence[int]
+    done: asyncio.Future[int]
+
+
+@dataclass(slots=True)
+class _DeleteDoc:
+    doc: str
+    done: asyncio.Future[bool]
+
+
+@dataclass(slots=True)
 class _SaveSnapshot:
     doc: str
     state: bytes
@@ -76,7 +89,7 @@ class _SaveSnapshot:
     created_at: float = field(default_factory=time.time)
 
 
-_Op = _Append | _SaveSnapshot
+_Op = _Append | _SaveSnapshot | _DeleteSnapshots | _DeleteDoc
 
 
 async def _connect(path: Path, sync: str) -> aiosqlite.Connection:
@@ -166,6 +179,16 @@ class SQLiteStore:
         )
         return snapshot
 
+    async def delete_snapshots(self, doc: str, snapshot_ids: Sequence[int]) -> int:
+        if not snapshot_ids:
+            return 0
+        deleted: int = await self._submit(_DeleteSnapshots(doc, snapshot_ids, self._future()))
+        return deleted
+
+    async def delete_doc(self, doc: str) -> bool:
+        existed: bool = await self._submit(_DeleteDoc(doc, self._future()))
+        return existed
+
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
@@ -188,7 +211,7 @@ class SQLiteStore:
                 return
 
     async def _commit(self, batch: list[_Op]) -> None:
-        new_ids: dict[str, int] = {}
+        new_ids: dict[str, int | None] = {}
         results: list[Any] = []
         try:
             await self._writer.execute("BEGIN IMMEDIATE")
@@ -198,9 +221,10 @@ class SQLiteStore:
                     appends.append(op)
                     results.append(None)
                     continue
+                # Anything else must see the appends queued before it.
                 await self._write_appends(appends, new_ids)
                 appends = []
-                results.append(await self._write_snapshot(op, new_ids))
+                results.append(await self._write_other(op, new_ids))
             await self._write_appends(appends, new_ids)
             await self._writer.execute("COMMIT")
         except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters, not hang them
@@ -210,7 +234,11 @@ class SQLiteStore:
                 if not op.done.done():
                     op.done.set_exception(StoreError(f"write failed: {exc}"))
             return
-        self._doc_ids.update(new_ids)
+        for name, doc_id in new_ids.items():
+            if doc_id is None:
+                self._doc_ids.pop(name, None)
+            else:
+                self._doc_ids[name] = doc_id
         for op, result in zip(batch, results, strict=True):
             if not op.done.done():
                 op.done.set_result(result)
@@ -221,8 +249,9 @@ class SQLiteStore:
         except sqlite3.Error:
             pass  # no transaction was open
 
-    async def _doc_id(self, name: str, new_ids: dict[str, int]) -> int:
-        known = self._doc_ids.get(name) or new_ids.get(name)
+    async def _doc_id(self, name: str, new_ids: dict[str, int | None]) -> int:
+        # new_ids: ids created in this transaction, and None for documents it deleted.
+        known = new_ids[name] if name in new_ids else self._doc_ids.get(name)
         if known is not None:
             return known
         now = time.time()
@@ -237,7 +266,7 @@ class SQLiteStore:
         new_ids[name] = row[0]
         return int(row[0])
 
-    async def _write_appends(self, appends: list[_Append], new_ids: dict[str, int]) -> None:
+    async def _write_appends(self, appends: list[_Append], new_ids: dict[str, int | None]) -> None:
         if not appends:
             return
         rows: list[tuple[int, bytes]] = []
@@ -253,7 +282,27 @@ class SQLiteStore:
             [(now, count, doc_id) for doc_id, count in counts.items()],
         )
 
-    async def _write_snapshot(self, op: _SaveSnapshot, new_ids: dict[str, int]) -> Snapshot:
+    async def _write_other(
+        self, op: _SaveSnapshot | _DeleteSnapshots | _DeleteDoc, new_ids: dict[str, int | None]
+    ) -> Any:
+        if isinstance(op, _SaveSnapshot):
+            return await self._write_snapshot(op, new_ids)
+        if isinstance(op, _DeleteDoc):
+            new_ids[op.doc] = None
+            cursor = await self._writer.execute("DELETE FROM docs WHERE name = ?", (op.doc,))
+            await cursor.close()
+            return cursor.rowcount > 0
+        cursor = await self._writer.execute(
+            "DELETE FROM snapshots WHERE id IN (SELECT s.id FROM snapshots s "
+            "JOIN docs d ON d.id = s.doc_id WHERE d.name = ? AND s.id IN "
+            f"({','.join('?' * len(op.ids))}) "
+            "AND s.id < (SELECT max(id) FROM snapshots WHERE doc_id = d.id))",
+            (op.doc, *op.ids),
+        )
+        await cursor.close()
+        return cursor.rowcount
+
+    async def _write_snapshot(self, op: _SaveSnapshot, new_ids: dict[str, int | None]) -> Snapshot:
         doc_id = await self._doc_id(op.doc, new_ids)
         # Every update of this doc committed or queued before this op is in `state`.
         async with self._writer.execute(
@@ -334,11 +383,39 @@ class SQLiteStore:
             raise StoreError(f"cannot list snapshots of {doc!r}: {exc}") from exc
         return [Snapshot(r[0], doc, r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
-    async def docs(self) -> list[DocInfo]:
+    async def snapshot_state(self, doc: str, snapshot_id: int) -> bytes:
         try:
             async with self._reader.execute(
-                "SELECT name, created_at, updated_at, update_count FROM docs ORDER BY name"
+                "SELECT s.state FROM snapshots s JOIN docs d ON d.id = s.doc_id "
+                "WHERE d.name = ? AND s.id = ?",
+                (doc, snapshot_id),
             ) as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read version {snapshot_id} of {doc!r}: {exc}") from exc
+        if row is None:
+            raise VersionNotFound(f"document {doc!r} has no version {snapshot_id}")
+        return bytes(row[0])
+
+    _DOC_INFO = (
+        "SELECT name, created_at, updated_at, update_count, "
+        "coalesce((SELECT size FROM snapshots s WHERE s.doc_id = d.id "
+        "ORDER BY s.id DESC LIMIT 1), 0) + "
+        "coalesce((SELECT sum(length(data)) FROM updates u WHERE u.doc_id = d.id), 0), "
+        "(SELECT count(*) FROM updates u WHERE u.doc_id = d.id) "
+        "FROM docs d"
+    )
+
+    async def docs(self) -> list[DocInfo]:
+        return await self._doc_infos(f"{self._DOC_INFO} ORDER BY name", ())
+
+    async def doc_info(self, doc: str) -> DocInfo | None:
+        found = await self._doc_infos(f"{self._DOC_INFO} WHERE name = ?", (doc,))
+        return found[0] if found else None
+
+    async def _doc_infos(self, query: str, args: tuple[Any, ...]) -> list[DocInfo]:
+        try:
+            async with self._reader.execute(query, args) as cur:
                 rows = await cur.fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot list documents: {exc}") from exc

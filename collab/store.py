@@ -47,6 +47,8 @@ class DocInfo:
     created_at: float
     updated_at: float
     update_count: int
+    size: int  # bytes stored: the latest snapshot and the log after it
+    log_updates: int  # updates in the log, all written since the latest snapshot
 
 
 class Store(Protocol):
@@ -78,8 +80,29 @@ class Store(Protocol):
         """The versions of `doc`, oldest first."""
         ...
 
+    async def snapshot_state(self, doc: str, snapshot_id: int) -> bytes:
+        """The full state stored in a version of `doc`.
+
+        Raises:
+            VersionNotFound: `doc` has no such version.
+        """
+        ...
+
+    async def delete_snapshots(self, doc: str, snapshot_ids: Sequence[int]) -> int:
+        """Delete versions of `doc` (never its latest, which loading starts from); return
+        how many were deleted."""
+        ...
+
+    async def delete_doc(self, doc: str) -> bool:
+        """Delete `doc`, its log and its versions; return whether it existed."""
+        ...
+
     async def docs(self) -> list[DocInfo]:
         """Every stored document."""
+        ...
+
+    async def doc_info(self, doc: str) -> DocInfo | None:
+        """The stored document `doc`, if there is one."""
         ...
 
     async def close(self) -> None:

@@ -15,14 +15,39 @@ from pycrdt import write_var_uint
 
 from collab.lib0 import Reader
 
-# Item content kinds (the low 5 bits of a struct's info byte).
-_GC, _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC, _SKIP = range(11)
-_XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
+# Struct kinds: the low 5 bits of a struct's info byte (1-9 are item contents).
+GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = range(11)
+# Type refs of nested shared types (content of kind TYPE).
+Y_ARRAY, Y_MAP, Y_TEXT, Y_XML_ELEMENT, Y_XML_FRAGMENT, Y_XML_HOOK, Y_XML_TEXT = range(7)
 _MAX_ANY_DEPTH = 64
 
 
 class UpdateFormatError(ValueError):
     """The bytes are not a v1 update this reader understands."""
+
+
+ID = tuple[int, int]  # (client, clock)
+
+
+@dataclass(slots=True)
+class Struct:
+    """What one struct says about itself: where its bytes are, how many clock ticks it
+    spans, and for an item, what it holds and where it lives (`parent` is a root name or
+    the id of a nested type; without it the item sits next to its origins)."""
+
+    start: int
+    end: int
+    length: int
+    kind: int  # GC, SKIP, or the kind of an item's content
+    type_ref: int | None = None  # for content of kind TYPE
+    origin: ID | None = None
+    right_origin: ID | None = None
+    parent: str | ID | None = None
+    keyed: bool = False  # the item is a map entry (it has a parent sub)
+
+    @property
+    def is_skip(self) -> bool:
+        return self.kind == SKIP
 
 
 @dataclass(slots=True)
@@ -31,8 +56,7 @@ class _Block:
 
     client: int
     clock: int
-    # (start offset, end offset, clock length, is a Skip) per struct
-    structs: list[tuple[int, int, int, bool]] = field(default_factory=list)
+    structs: list[Struct] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,59 +103,65 @@ class _Reader(Reader):
         else:
             raise UpdateFormatError(f"unknown value kind {kind}")
 
-    def content(self, ref: int) -> int:
-        """Skip an item's content; return its length in clock ticks."""
-        if ref == _DELETED:
-            return self.var_uint()
-        if ref == _JSON:
+    def content(self, ref: int) -> tuple[int, int | None]:
+        """Skip an item's content; return its length in clock ticks, and its type ref."""
+        if ref == DELETED:
+            return self.var_uint(), None
+        if ref == JSON:
             count = self.var_uint()
             for _ in range(count):
                 self.var_bytes()
-            return count
-        if ref == _STRING:
+            return count, None
+        if ref == STRING:
             text = self.var_bytes().decode("utf-8", "surrogatepass")
-            return len(text.encode("utf-16-le", "surrogatepass")) // 2
-        if ref == _ANY:
+            return len(text.encode("utf-16-le", "surrogatepass")) // 2, None
+        if ref == ANY:
             count = self.var_uint()
             for _ in range(count):
                 self.any()
-            return count
-        if ref in (_BINARY, _EMBED):
+            return count, None
+        type_ref = None
+        if ref in (BINARY, EMBED):
             self.var_bytes()
-        elif ref == _FORMAT:
+        elif ref == FORMAT:
             self.var_bytes()
             self.var_bytes()
-        elif ref == _TYPE:
-            if self.var_uint() in (_XML_ELEMENT, _XML_HOOK):
-                self.var_bytes()
-        elif ref == _DOC:
+        elif ref == TYPE:
+            type_ref = self.var_uint()
+            if type_ref in (Y_XML_ELEMENT, Y_XML_HOOK):
+                self.var_bytes()  # node name
+        elif ref == DOC:
             self.var_bytes()
             self.any()
         else:
             raise UpdateFormatError(f"unknown content kind {ref}")
-        return 1
+        return 1, type_ref
 
-    def struct(self) -> tuple[int, bool]:
-        """Skip one struct; return its clock length and whether it is a Skip."""
+    def id(self) -> ID:
+        return self.var_uint(), self.var_uint()
+
+    def struct(self) -> Struct:
+        """Read one struct."""
+        start = self.pos
         info = self.byte()
-        ref = info & 0x1F
-        if ref in (_GC, _SKIP):
-            return self.var_uint(), ref == _SKIP
-        if info & 0x80:  # origin id
-            self.var_uint()
-            self.var_uint()
-        if info & 0x40:  # right origin id
-            self.var_uint()
-            self.var_uint()
+        kind = info & 0x1F
+        if kind in (GC, SKIP):
+            length = self.var_uint()
+            return Struct(start, self.pos, length, kind)
+        origin = self.id() if info & 0x80 else None
+        right_origin = self.id() if info & 0x40 else None
+        parent: str | ID | None = None
+        keyed = False
         if not info & 0xC0:  # no origin: the parent is written out
             if self.var_uint() == 1:
-                self.var_bytes()  # root type name
+                parent = self.var_bytes().decode("utf-8", "replace")  # a root's name
             else:
-                self.var_uint()
-                self.var_uint()
+                parent = self.id()
             if info & 0x20:
-                self.var_bytes()  # parent sub (map key)
-        return self.content(ref), False
+                self.var_bytes()  # parent sub: the map key
+                keyed = True
+        length, type_ref = self.content(kind)
+        return Struct(start, self.pos, length, kind, type_ref, origin, right_origin, parent, keyed)
 
 
 def _layout(update: bytes) -> _Layout:
@@ -140,10 +170,7 @@ def _layout(update: bytes) -> _Layout:
     for _ in range(reader.var_uint()):
         count = reader.var_uint()
         block = _Block(reader.var_uint(), reader.var_uint())
-        for _ in range(count):
-            start = reader.pos
-            length, is_skip = reader.struct()
-            block.structs.append((start, reader.pos, length, is_skip))
+        block.structs = [reader.struct() for _ in range(count)]
         blocks.append(block)
     deletes = []
     for _ in range(reader.var_uint()):
@@ -153,6 +180,17 @@ def _layout(update: bytes) -> _Layout:
         deletes.append((client, start, reader.pos, ranges))
     reader.expect_end()
     return _Layout(blocks, deletes)
+
+
+def structs(update: bytes) -> list[tuple[ID, Struct]]:
+    """Every struct of `update` with the id of its first clock tick."""
+    found = []
+    for block in _layout(update).blocks:
+        clock = block.clock
+        for struct in block.structs:
+            found.append(((block.client, clock), struct))
+            clock += struct.length
+    return found
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
@@ -174,11 +212,11 @@ def clock_ranges(update: bytes) -> dict[int, tuple[int, int]]:
     ranges: dict[int, tuple[int, int]] = {}
     for block in _layout(update).blocks:
         clock = block.clock
-        for _, _, length, is_skip in block.structs:
-            if not is_skip:
+        for struct in block.structs:
+            if not struct.is_skip:
                 first, end = ranges.get(block.client, (clock, clock))
-                ranges[block.client] = (min(first, clock), max(end, clock + length))
-            clock += length
+                ranges[block.client] = (min(first, clock), max(end, clock + struct.length))
+            clock += struct.length
     return ranges
 
 
@@ -191,10 +229,10 @@ def reaches_beyond(update: bytes, state_vector: dict[int, int]) -> bool:
     layout = _layout(update)
     for block in layout.blocks:
         clock = block.clock
-        for _, _, length, is_skip in block.structs:
-            if not is_skip and clock + length > state_vector.get(block.client, 0):
+        for struct in block.structs:
+            if not struct.is_skip and clock + struct.length > state_vector.get(block.client, 0):
                 return True
-            clock += length
+            clock += struct.length
     return any(
         clock + length > state_vector.get(client, 0)
         for client, _, _, ranges in layout.deletes
@@ -229,15 +267,15 @@ def split_update(update: bytes, max_bytes: int) -> list[bytes]:
         while i < len(structs):
             first_clock, first = clock, i
             while i < len(structs):
-                start, end, length, _ = structs[i]
-                if size > 0 and size + end - start > max_bytes:
+                struct = structs[i]
+                if size > 0 and size + struct.end - struct.start > max_bytes:
                     break
-                size += end - start
-                clock += length
+                size += struct.end - struct.start
+                clock += struct.length
                 i += 1
             if i > first:
                 header = b"".join(write_var_uint(n) for n in (i - first, block.client, first_clock))
-                segments.append(header + update[structs[first][0] : structs[i - 1][1]])
+                segments.append(header + update[structs[first].start : structs[i - 1].end])
             if i < len(structs):
                 flush()
     pieces.extend(_split_deletes(update, layout, max_bytes, segments))

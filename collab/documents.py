@@ -1,0 +1,197 @@
+"""Documents: list, export, import, version, restore, delete and compact documents, over
+the rooms and the store. The REST API calls it, and so does the CLI when no server runs,
+so both do exactly the same. Every change goes through a room, as a client's edit would:
+applied, committed before anyone sees it, broadcast to whoever is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pycrdt
+
+from collab import content
+from collab.config import Settings
+from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
+from collab.protocol import EMPTY_UPDATE
+from collab.restore import RootTypeConflict, restore_update
+from collab.retention import expired, parse_policy
+from collab.room import Room
+from collab.rooms import Rooms
+from collab.roots import parse_hints, root_types
+from collab.store import DocInfo, Snapshot, Store
+from collab.update import UpdateFormatError
+
+log = logging.getLogger(__name__)
+
+Format = Literal["json", "text", "update"]
+FORMATS: tuple[Format, ...] = ("json", "text", "update")
+MAX_LABEL_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DocSummary:
+    info: DocInfo
+    clients: int
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    restored: Snapshot
+    pre_restore: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    body: bytes
+    content_type: str
+
+
+def export(state: bytes, fmt: Format, hints: dict[str, Any]) -> Exported:
+    """A full state rendered as `fmt`. CPU-bound and pure: run it in a thread."""
+    if fmt == "update":
+        return Exported(state, "application/octet-stream")
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(state)
+    types = root_types(state, hints)
+    if fmt == "text":
+        return Exported(content.to_text(doc, types).encode(), "text/plain; charset=utf-8")
+    return Exported(content.dumps(content.to_json(doc, types)).encode(), "application/json")
+
+
+def check_label(label: Any) -> str:
+    if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_LENGTH:
+        raise BadRequest(f"a label is 1 to {MAX_LABEL_LENGTH} characters")
+    return label.strip()
+
+
+class Documents:
+    """Operations on whole documents, for the API and the CLI."""
+
+    def __init__(self, rooms: Rooms, store: Store, settings: Settings) -> None:
+        self._rooms = rooms
+        self._store = store
+        self._hints = parse_hints(settings.root_types)
+        self._tiers = parse_policy(settings.retention)
+
+    @asynccontextmanager
+    async def _room(self, name: str, *, must_exist: bool = True) -> AsyncIterator[Room]:
+        room = await self._rooms.acquire(name)
+        try:
+            if must_exist and room.is_empty:
+                raise DocNotFound(f"no document named {name!r}")
+            yield room
+        finally:
+            self._rooms.release(name)
+
+    async def summaries(self) -> list[DocSummary]:
+        summaries = []
+        for info in await self._store.docs():
+            room = self._rooms.get(info.name)
+            summaries.append(DocSummary(info, len(room.peers) if room else 0))
+        return summaries
+
+    async def state(self, name: str, version: int | None = None) -> bytes:
+        """The full state of `name` now (everything committed), or at a version.
+
+        Raises:
+            DocNotFound, VersionNotFound
+        """
+        if version is not None:
+            await self._ensure_exists(name)
+            return await self._store.snapshot_state(name, version)
+        async with self._room(name) as room:
+            await room.flush()
+            return room.document.state()
+
+    async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported:
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        state = await self.state(name, version)
+        try:
+            return await asyncio.to_thread(export, state, fmt, self._hints)
+        except UpdateFormatError as exc:
+            raise Conflict(f"cannot read the state of {name!r}: {exc}") from exc
+
+    async def import_update(self, name: str, update: bytes) -> None:
+        """Merge a binary Yjs update into `name` (creating it), as a client's edit.
+
+        Raises:
+            BadRequest: `update` is not a Yjs update; nothing changed.
+        """
+        if not update or update == EMPTY_UPDATE:
+            raise BadRequest("the body is empty: send a binary Yjs update")
+        async with self._room(name, must_exist=False) as room:
+            try:
+                room.apply_update(update)
+            except UpdateRejected as exc:
+                raise BadRequest(f"not a Yjs update: {exc}") from exc
+            await room.flush()
+
+    async def delete(self, name: str) -> None:
+        if not await self._rooms.delete(name):
+            raise DocNotFound(f"no document named {name!r}")
+
+    async def versions(self, name: str) -> list[Snapshot]:
+        """The versions of `name`, newest first."""
+        await self._ensure_exists(name)
+        return sorted(await self._store.snapshots(name), key=lambda s: s.id, reverse=True)
+
+    async def take_version(self, name: str, label: str) -> Snapshot:
+        label = check_label(label)
+        async with self._room(name) as room:
+            await room.flush()
+            return await room.snapshot("named", label)
+
+    async def restore(self, name: str, version: int) -> Restored:
+        """Make `name` equal to `version` again, as edits every client receives; the
+        state before is kept as a pre-restore version, so restoring that undoes this."""
+        target = await self.state(name, version)
+        async with self._room(name) as room:
+            await room.flush()
+            before = await room.snapshot("pre-restore", f"before restoring version {version}")
+            try:
+                update = await asyncio.to_thread(
+                    restore_update, room.document.state(), target, self._hints
+                )
+            except (RootTypeConflict, UpdateFormatError) as exc:
+                raise Conflict(str(exc)) from exc
+            if update != EMPTY_UPDATE:
+                room.apply_update(update)
+                await room.flush()
+        restored = next(s for s in await self._store.snapshots(name) if s.id == version)
+        log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
+        return Restored(restored, before)
+
+    async def thin(self) -> int:
+        """Delete the versions the retention policy no longer keeps; return how many."""
+        deleted = 0
+        for info in await self._store.docs():
+            versions = await self._store.snapshots(info.name)
+            deleted += await self._store.delete_snapshots(
+                info.name, expired(versions, self._tiers, time.time())
+            )
+        return deleted
+
+    async def compact(self, progress: Callable[[int, int, str], None] | None = None) -> int:
+        """Snapshot every document that has a log (so the log is pruned), then thin
+        versions by the retention policy. Returns the versions deleted."""
+        docs = await self._store.docs()
+        for index, info in enumerate(docs, 1):
+            if info.log_updates:
+                async with self._room(info.name, must_exist=False) as room:
+                    await room.flush()
+                    await room.snapshot()
+            if progress:
+                progress(index, len(docs), info.name)
+        return await self.thin()
+
+    async def _ensure_exists(self, name: str) -> None:
+        if self._rooms.get(name) is None and await self._store.doc_info(name) is None:
+            raise DocNotFound(f"no document named {name!r}")

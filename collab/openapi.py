@@ -1,0 +1,269 @@
+"""The OpenAPI document of the REST API, served at /api/openapi.json. The tests check it
+against the live server (schemathesis), so it must say what the server really does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collab import __version__
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Bad input: an invalid document name, format, label or body",
+        404: "No such document or version",
+        409: "The request does not fit the document as it is",
+        413: "The body is larger than the server accepts",
+        503: "The database cannot be used right now",
+    }
+    return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
+
+
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "Document name, one path segment: a `/` in it is sent as `%2F`.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+}
+_VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "description": "Version id, from the version list.",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 999999999999999999},
+}
+_FORMAT = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "description": "`json` (default): each root as JSON; `text`: plain text of the text and "
+    "XML roots; `update`: the binary Yjs state.",
+    "schema": {"type": "string", "enum": ["json", "text", "update"], "default": "json"},
+}
+_CONTENT = {
+    "description": "The document's content in the asked format",
+    "content": {
+        "application/json": {"schema": _ref("Content")},
+        "text/plain": {"schema": {"type": "string"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["status", "message"],
+                "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "DocSummary": {
+        "type": "object",
+        "required": ["name", "created_at", "updated_at", "size", "update_count", "clients"],
+        "properties": {
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "size": {"type": "integer", "description": "Bytes stored for the document now"},
+            "update_count": {"type": "integer", "description": "Updates ever stored"},
+            "clients": {"type": "integer", "description": "Connections open right now"},
+        },
+    },
+    "Version": {
+        "type": "object",
+        "required": ["id", "created_at", "kind", "label", "size", "update_count"],
+        "properties": {
+            "id": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "kind": {"type": "string", "enum": ["auto", "named", "pre-restore"]},
+            "label": {"type": "string", "nullable": True},
+            "size": {"type": "integer", "description": "Bytes of the stored state"},
+            "update_count": {"type": "integer", "description": "Updates it covers"},
+        },
+    },
+    "Content": {
+        "type": "object",
+        "description": "Each root by name: a Text as a string, a Map as an object, an Array "
+        "as a list, an XmlFragment as a list of nodes (`{element, attributes, children}` "
+        "and `{text, attributes}`).",
+        "additionalProperties": True,
+    },
+}
+
+
+def spec() -> dict[str, Any]:
+    """The OpenAPI 3.0 document."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "collab REST API",
+            "version": __version__,
+            "description": "Documents, their content and their versions.",
+        },
+        "paths": {
+            "/api/docs": {
+                "get": {
+                    "summary": "List documents",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["docs"],
+                                "properties": {
+                                    "docs": {"type": "array", "items": _ref("DocSummary")}
+                                },
+                            },
+                            "Every stored document",
+                        ),
+                        **_errors(503),
+                    },
+                }
+            },
+            "/api/docs/{name}": {
+                "parameters": [_NAME],
+                "get": {
+                    "summary": "A document's content now",
+                    "parameters": [_FORMAT],
+                    "responses": {"200": _CONTENT, **_errors(400, 404, 409, 503)},
+                },
+                "delete": {
+                    "summary": "Delete a document and its history; connected clients are "
+                    "closed with code 4404",
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        **_errors(400, 404, 503),
+                    },
+                },
+            },
+            "/api/docs/{name}/updates": {
+                "parameters": [_NAME],
+                "post": {
+                    "summary": "Merge a binary Yjs update into the document (creating it); "
+                    "connected clients receive it like any edit",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["applied"],
+                                "properties": {"applied": {"type": "integer"}},
+                            },
+                            "Applied and stored",
+                        ),
+                        **_errors(400, 413, 503),
+                    },
+                },
+            },
+            "/api/docs/{name}/versions": {
+                "parameters": [_NAME],
+                "get": {
+                    "summary": "The document's versions, newest first",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["versions"],
+                                "properties": {
+                                    "versions": {"type": "array", "items": _ref("Version")}
+                                },
+                            },
+                            "The history",
+                        ),
+                        **_errors(400, 404, 503),
+                    },
+                },
+                "post": {
+                    "summary": "Keep the document as it is now as a named version",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["label"],
+                                    "properties": {
+                                        "label": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 200,
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json(_ref("Version"), "The new version"),
+                        **_errors(400, 404, 503),
+                    },
+                },
+            },
+            "/api/docs/{name}/versions/{version}": {
+                "parameters": [_NAME, _VERSION],
+                "get": {
+                    "summary": "A document's content at a version",
+                    "parameters": [_FORMAT],
+                    "responses": {"200": _CONTENT, **_errors(400, 404, 409, 503)},
+                },
+            },
+            "/api/docs/{name}/versions/{version}/restore": {
+                "parameters": [_NAME, _VERSION],
+                "post": {
+                    "summary": "Make the document equal to a version again, as edits that "
+                    "reach every connected client; the state before is kept as a "
+                    "pre-restore version",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["restored", "pre_restore"],
+                                "properties": {
+                                    "restored": _ref("Version"),
+                                    "pre_restore": _ref("Version"),
+                                },
+                            },
+                            "Restored",
+                        ),
+                        **_errors(400, 404, 409, 503),
+                    },
+                },
+            },
+            "/api/compact": {
+                "post": {
+                    "summary": "Thin every document's versions by the retention policy now",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["deleted_versions"],
+                                "properties": {"deleted_versions": {"type": "integer"}},
+                            },
+                            "Done",
+                        ),
+                        **_errors(503),
+                    },
+                }
+            },
+        },
+        "components": {"schemas": _SCHEMAS},
+    }
