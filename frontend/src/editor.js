@@ -6,6 +6,7 @@ import Collaboration from '@tiptap/extension-collaboration'
 import CollaborationCaret from '@tiptap/extension-collaboration-caret'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { setupHistory } from './history.js'
 import { loadUser, rememberDoc, saveUser } from './identity.js'
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`).content
@@ -166,6 +167,10 @@ provider.on('connection-close', () => {
 window.addEventListener('online', refreshStatus)
 window.addEventListener('offline', refreshStatus)
 refreshStatus()
+
+// --- versions
+
+setupHistory(docName)
 
 editor.commands.focus('end')
 // For scripts and tests driving the page.
