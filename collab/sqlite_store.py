@@ -93,7 +93,16 @@ _Op = _Append | _SaveSnapshot | _DeleteSnapshots | _DeleteDoc
 
 
 async def _connect(path: Path, sync: str) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn = aiosqlite.connect(path, isolation_level=None)
+    try:
+        await conn
+    except BaseException:
+        # aiosqlite stops its worker thread after a failed connect but does not wait for
+        # it; if the event loop closed first, the thread would die on it. Wait here.
+        worker = getattr(conn, "_thread", None)
+        if worker is not None and worker.is_alive():
+            await asyncio.to_thread(worker.join, 5.0)
+        raise
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
