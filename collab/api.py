@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from collab import __version__
 from collab.appkeys import DOCUMENTS, ROOMS, SETTINGS
-from collab.documents import FORMATS, DocSummary, Format, check_label
+from collab.documents import FORMATS, Format, check_label
 from collab.errors import (
     BadRequest,
     CollabError,
@@ -27,7 +26,6 @@ from collab.errors import (
 )
 from collab.names import check_doc_name
 from collab.openapi import spec
-from collab.store import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -73,33 +71,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(status, str(exc))
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
-def _version(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "id": snapshot.id,
-        "created_at": _iso(snapshot.created_at),
-        "kind": snapshot.kind,
-        "label": snapshot.label,
-        "size": snapshot.size,
-        "update_count": snapshot.update_count,
-    }
-
-
-def _summary(summary: DocSummary) -> dict[str, Any]:
-    info = summary.info
-    return {
-        "name": info.name,
-        "created_at": _iso(info.created_at),
-        "updated_at": _iso(info.updated_at),
-        "size": info.size,
-        "update_count": info.update_count,
-        "clients": summary.clients,
-    }
-
-
 def _name(request: web.Request) -> str:
     return check_doc_name(request.match_info["name"], request.app[SETTINGS].max_name_length)
 
@@ -124,7 +95,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def list_docs(request: web.Request) -> web.Response:
     summaries = await request.app[DOCUMENTS].summaries()
-    return web.json_response({"docs": [_summary(summary) for summary in summaries]})
+    return web.json_response({"docs": [summary.as_json() for summary in summaries]})
 
 
 async def get_doc(request: web.Request) -> web.Response:
@@ -150,7 +121,7 @@ async def post_update(request: web.Request) -> web.Response:
 
 async def list_versions(request: web.Request) -> web.Response:
     versions = await request.app[DOCUMENTS].versions(_name(request))
-    return web.json_response({"versions": [_version(snapshot) for snapshot in versions]})
+    return web.json_response({"versions": [snapshot.as_json() for snapshot in versions]})
 
 
 async def post_version(request: web.Request) -> web.Response:
@@ -162,7 +133,7 @@ async def post_version(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise BadRequest('send a JSON object: {"label": "..."}')
     snapshot = await request.app[DOCUMENTS].take_version(name, check_label(body.get("label")))
-    return web.json_response(_version(snapshot), status=201)
+    return web.json_response(snapshot.as_json(), status=201)
 
 
 async def get_version(request: web.Request) -> web.Response:
@@ -179,7 +150,7 @@ async def restore_version(request: web.Request) -> web.Response:
     version = int(request.match_info["version"])
     restored = await request.app[DOCUMENTS].restore(_name(request), version)
     return web.json_response(
-        {"restored": _version(restored.restored), "pre_restore": _version(restored.pre_restore)}
+        {"restored": restored.restored.as_json(), "pre_restore": restored.pre_restore.as_json()}
     )
 
 

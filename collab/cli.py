@@ -2,6 +2,8 @@
 
 Every `Settings` field is a flag of `collab serve` and a `COLLAB_*` environment variable;
 a flag given on the command line wins over the variable, which wins over the default.
+The document commands (docs, export, import, versions, version, restore, compact) take
+the flags that concern them and run through commands.py.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from collab import __version__
+from collab import __version__, commands
 from collab.app import serve
 from collab.config import Settings, env_name, flag_name, setting_fields
+from collab.documents import FORMATS
+from collab.errors import CollabError
 
 log = logging.getLogger("collab")
 
@@ -32,9 +36,11 @@ def _converter(annotation: Any) -> tuple[Any, tuple[str, ...] | None]:
     raise TypeError(f"no converter for {annotation!r}")
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
     hints = typing.get_type_hints(Settings)
     for field in setting_fields():
+        if only is not None and field.name not in only:
+            continue
         convert, choices = _converter(hints[field.name])
         parser.add_argument(
             flag_name(field.name),
@@ -73,6 +79,26 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     return Settings(**values)
 
 
+_DOC_FLAGS = frozenset({"db", "db_sync", "root_types", "log_level"})
+
+
+def _doc_command(
+    commands: Any,
+    name: str,
+    summary: str,
+    extra: set[str] = frozenset(),  # type: ignore[assignment]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary)
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="use the REST API of the server at URL (default: the server that holds the "
+        "database, if one runs; else the database itself)",
+    )
+    _add_setting_flags(parser, _DOC_FLAGS | extra)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collab", description="Real-time collaborative document server (Yjs y-websocket)."
@@ -83,6 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the server", description="Run the collab server until SIGINT/SIGTERM."
     )
     _add_setting_flags(serve_parser)
+
+    docs = _doc_command(commands, "docs", "list documents with size, last change and clients")
+    docs.add_argument("--json", action="store_true", help="print JSON")
+    export = _doc_command(commands, "export", "print or save a document's content")
+    export.add_argument("name")
+    export.add_argument("--format", choices=FORMATS, default="json")
+    export.add_argument("--version", type=int, metavar="ID", help="a version instead of now")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default stdout)")
+    import_ = _doc_command(commands, "import", "merge a binary Yjs update into a document")
+    import_.add_argument("name")
+    import_.add_argument(
+        "file",
+        help="a file holding a Yjs update (e.g. from export --format update), or - for stdin",
+    )
+    versions = _doc_command(commands, "versions", "list a document's versions, newest first")
+    versions.add_argument("name")
+    versions.add_argument("--json", action="store_true", help="print JSON")
+    version = _doc_command(commands, "version", "keep a document as it is now as a named version")
+    version.add_argument("name")
+    version.add_argument("--label", required=True, help="what to call it")
+    restore = _doc_command(commands, "restore", "make a document equal to one of its versions")
+    restore.add_argument("name")
+    restore.add_argument("version", type=int, help="version id (see collab versions)")
+    _doc_command(
+        commands,
+        "compact",
+        "snapshot logs and thin versions by the retention policy",
+        {"retention"},
+    )
     return parser
 
 
@@ -94,14 +149,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=settings.log_level.upper() if args.command == "serve" else "WARNING",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "serve":
-        try:
+    try:
+        if args.command == "serve":
             asyncio.run(serve(settings))
-        except OSError as exc:
-            log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
-            return 1
+        else:
+            asyncio.run(commands.run(args.command, settings, args))
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
+    except CollabError as exc:
+        print(f"collab: {exc}", file=sys.stderr)
+        return 1
     return 0

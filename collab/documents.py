@@ -25,7 +25,7 @@ from collab.retention import expired, parse_policy
 from collab.room import Room
 from collab.rooms import Rooms
 from collab.roots import parse_hints, root_types
-from collab.store import DocInfo, Snapshot, Store
+from collab.store import DocInfo, Snapshot, Store, iso_time
 from collab.update import UpdateFormatError
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,17 @@ MAX_LABEL_LENGTH = 200
 class DocSummary:
     info: DocInfo
     clients: int
+
+    def as_json(self) -> dict[str, Any]:
+        """How the API and the CLI show a document."""
+        return {
+            "name": self.info.name,
+            "created_at": iso_time(self.info.created_at),
+            "updated_at": iso_time(self.info.updated_at),
+            "size": self.info.size,
+            "update_count": self.info.update_count,
+            "clients": self.clients,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,5 +204,6 @@ class Documents:
         return await self.thin()
 
     async def _ensure_exists(self, name: str) -> None:
-        if self._rooms.get(name) is None and await self._store.doc_info(name) is None:
+        room = self._rooms.get(name)
+        if (room is None or room.is_empty) and await self._store.doc_info(name) is None:
             raise DocNotFound(f"no document named {name!r}")

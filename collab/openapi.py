@@ -31,8 +31,14 @@ _NAME = {
     "name": "name",
     "in": "path",
     "required": True,
-    "description": "Document name, one path segment: a `/` in it is sent as `%2F`.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+    "description": "Document name, one path segment: a `/` in it is sent as `%2F`. No "
+    "control characters, no whitespace at either end, no `.` or `..` between slashes.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 512,
+        "pattern": r"^(?!\s)(?!.*\s$)(?!(?:.*/)?\.{1,2}(?:/|$))[^\x00-\x1f\x7f-\x9f]+$",
+    },
 }
 _VERSION = {
     "name": "version",

@@ -139,7 +139,8 @@ class Rooms:
             room = self._rooms.pop(name, None)
             if room is not None:
                 await room.discard(CLOSE_DOC_DELETED, "document deleted")
-            return await self._store.delete_doc(name) or room is not None
+            live = room is not None and not room.is_empty
+            return await self._store.delete_doc(name) or live
         finally:
             del self._deleting[name]
             done.set_result(None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 SnapshotKind = Literal["auto", "named", "pre-restore"]
 
@@ -26,6 +27,21 @@ class Snapshot:
     label: str | None
     size: int
     update_count: int
+
+    def as_json(self) -> dict[str, Any]:
+        """How the API and the CLI show a version."""
+        return {
+            "id": self.id,
+            "created_at": iso_time(self.created_at),
+            "kind": self.kind,
+            "label": self.label,
+            "size": self.size,
+            "update_count": self.update_count,
+        }
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ import aiohttp
 import pycrdt
 
 from collab import protocol
+from collab.errors import VersionNotFound
 from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
 from collab.update import clock_ranges
 
@@ -77,6 +78,19 @@ class MemoryStore:
 
     async def docs(self) -> list[DocInfo]:
         return []
+
+    async def doc_info(self, doc: str) -> DocInfo | None:
+        return None
+
+    async def snapshot_state(self, doc: str, snapshot_id: int) -> bytes:
+        raise VersionNotFound(f"the benchmark store keeps no versions ({doc})")
+
+    async def delete_snapshots(self, doc: str, snapshot_ids: Sequence[int]) -> int:
+        return 0
+
+    async def delete_doc(self, doc: str) -> bool:
+        found = self._logs.pop(doc, None) is not None
+        return self._states.pop(doc, None) is not None or found
 
     async def close(self) -> None:
         pass

@@ -63,8 +63,26 @@ def content(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
     return {
         "state_vector": decode_state_vector(doc.get_state()),
         "text": str(doc.get("text", type=pycrdt.Text)),
-        "plain": doc.get("plain", type=pycrdt.Text).diff(),
+        "plain": normalized(doc.get("plain", type=pycrdt.Text).diff()),
         "map": doc.get("map", type=pycrdt.Map).to_py(),
         "array": doc.get("array", type=pycrdt.Array).to_py(),
         "xml": str(doc.get("xml", type=pycrdt.XmlFragment)),
     }
+
+
+def normalized(delta: list[tuple[Any, dict[str, Any] | None]]) -> list[tuple[Any, dict[str, Any]]]:
+    """A text delta with adjacent runs of equal formatting joined: how a text is split
+    into items is not part of what it says."""
+    runs: list[tuple[Any, dict[str, Any]]] = []
+    for chunk, attributes in delta:
+        attributes = attributes or {}
+        if (
+            runs
+            and isinstance(chunk, str)
+            and isinstance(runs[-1][0], str)
+            and runs[-1][1] == attributes
+        ):
+            runs[-1] = (runs[-1][0] + chunk, attributes)
+        else:
+            runs.append((chunk, attributes))
+    return runs

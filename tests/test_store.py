@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collab.errors import StoreError
+from collab.errors import StoreError, VersionNotFound
 from collab.sqlite_store import MIGRATIONS, SQLiteStore
 
 
@@ -115,3 +115,52 @@ async def test_writes_after_close_raise_store_error(db_path: Path) -> None:
 async def test_unwritable_database_raises_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         await SQLiteStore.open(tmp_path / "missing-dir" / "collab.db")
+
+
+async def test_version_state_is_read_back_and_unknown_ids_are_not_found(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.append("a", [b"1"])
+    snapshot = await store.save_snapshot("a", b"state-1", kind="named", label="one")
+    assert await store.snapshot_state("a", snapshot.id) == b"state-1"
+    with pytest.raises(VersionNotFound):
+        await store.snapshot_state("a", snapshot.id + 1)
+    with pytest.raises(VersionNotFound):
+        await store.snapshot_state("b", snapshot.id)  # another document's id
+    await store.close()
+
+
+async def test_deleting_versions_never_deletes_the_newest(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    ids = []
+    for i in range(3):
+        await store.append("a", [b"%d" % i])
+        ids.append((await store.save_snapshot("a", b"s%d" % i)).id)
+    assert await store.delete_snapshots("a", ids) == 2
+    assert [s.id for s in await store.snapshots("a")] == [ids[-1]]
+    assert (await store.load("a")).state == b"s2"
+    await store.close()
+
+
+async def test_delete_doc_sees_appends_queued_before_it_and_not_after(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.append("a", [b"old"])
+    existed, _ = await asyncio.gather(store.delete_doc("a"), store.append("a", [b"new"]))
+    assert existed
+    loaded = await store.load("a")
+    assert (loaded.updates, loaded.update_count) == ([b"new"], 1)
+    assert not await store.delete_doc("missing")
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM updates").fetchone() == (1,)
+    await store.close()
+
+
+async def test_doc_info_reports_size_and_log(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    assert await store.doc_info("a") is None
+    await store.append("a", [b"12345", b"678"])
+    info = await store.doc_info("a")
+    assert info is not None and (info.size, info.log_updates, info.update_count) == (8, 2, 2)
+    await store.save_snapshot("a", b"abcd")
+    info = await store.doc_info("a")
+    assert info is not None and (info.size, info.log_updates) == (4, 0)
+    await store.close()

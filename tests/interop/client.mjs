@@ -11,6 +11,10 @@
 //   presence  set awareness field user = {name: NAME}, wait until the --expect-peer state is
 //             seen, print a "ready" line, then on each stdin line: "leave" (set the local
 //             state to null but stay connected) or end of stdin / "quit" (destroy and exit).
+//   rich      with --build 1, write every root type with the stock Yjs API (formatted text,
+//             nested maps, an array, XML with attributes); print a "ready" line with what the
+//             document holds, then on each stdin line "report" print it again, and on end of
+//             stdin / "quit" destroy and exit.
 //
 // Options: --params JSON (URL query parameters), --insert TEXT, --expect TEXT (repeatable),
 // --hold MS, --resync MS, --name NAME, --count N, --peers A,B,C, --delay MS, --seed N,
@@ -239,6 +243,57 @@ async function runPresence () {
   process.stdin.on('end', () => finish(report({ seen, lines })))
 }
 
-const commands = { sync: runSync, edit: runEdit, presence: runPresence }
+/** Every root the rich command writes, as the stock client reads them. */
+function richView () {
+  return {
+    rich: doc.getText('rich').toDelta(),
+    settings: doc.getMap('settings').toJSON(),
+    items: doc.getArray('items').toJSON(),
+    prose: doc.getXmlFragment('prose').toString(),
+    connections: stats.connections
+  }
+}
+
+function buildRich () {
+  doc.transact(() => {
+    const rich = doc.getText('rich')
+    rich.insert(0, 'plain bold italic')
+    rich.format(6, 4, { bold: true })
+    rich.format(11, 6, { italic: true })
+    const settings = doc.getMap('settings')
+    settings.set('theme', 'dark')
+    const nested = new Y.Map()
+    settings.set('nested', nested)
+    nested.set('list', [1, 2, { deep: true }])
+    const tags = new Y.Array()
+    settings.set('tags', tags)
+    tags.push(['a', 'b'])
+    doc.getArray('items').push([1, 'two', { three: 3 }, true, null])
+    const paragraph = new Y.XmlElement('paragraph')
+    paragraph.setAttribute('align', 'center')
+    const words = new Y.XmlText()
+    words.insert(0, 'hello world')
+    words.format(0, 5, { bold: {} })
+    paragraph.insert(0, [words])
+    doc.getXmlFragment('prose').insert(0, [paragraph])
+  })
+}
+
+async function runRich () {
+  await synced()
+  if (opts.build) buildRich()
+  await drained()
+  process.stdout.write(JSON.stringify({ ready: true, ...richView() }) + '\n')
+  process.stdin.setEncoding('utf8')
+  process.stdin.on('data', (chunk) => {
+    for (const line of chunk.split('\n')) {
+      if (line.trim() === 'report') process.stdout.write(JSON.stringify(richView()) + '\n')
+      else if (line.trim() === 'quit') finish(richView())
+    }
+  })
+  process.stdin.on('end', () => finish(richView()))
+}
+
+const commands = { sync: runSync, edit: runEdit, presence: runPresence, rich: runRich }
 if (!commands[command]) fail(`unknown command ${command}`)
 commands[command]().catch((error) => fail(error?.stack ?? String(error)))

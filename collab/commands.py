@@ -1,0 +1,135 @@
+"""The CLI's document commands: reach the documents (see access.py), do one thing, print
+the result for people (or JSON with --json). Results go to stdout; notes and progress to
+stderr, so output can be piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TextIO
+
+from collab.access import DocumentAccess, connect
+from collab.config import Settings
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
+            file=out,
+        )
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if count < 1024 or unit == "MB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]  # float from here on
+    return str(count)
+
+
+async def docs(access: DocumentAccess, args: argparse.Namespace) -> None:
+    found = await access.docs()
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+    elif not found:
+        _note("no documents")
+    else:
+        rows = [["NAME", "SIZE", "UPDATES", "CLIENTS", "LAST CHANGE"]]
+        rows += [
+            [
+                d["name"],
+                _size(d["size"]),
+                str(d["update_count"]),
+                str(d["clients"]),
+                d["updated_at"],
+            ]
+            for d in found
+        ]
+        _table(rows, sys.stdout)
+
+
+async def export(access: DocumentAccess, args: argparse.Namespace) -> None:
+    body = await access.export(args.name, args.format, args.version)
+    if args.output and args.output != "-":
+        await asyncio.to_thread(Path(args.output).write_bytes, body)
+        _note(f"wrote {len(body)} bytes to {args.output}")
+    elif args.format == "update" and sys.stdout.isatty():
+        raise SystemExit("collab: the update format is binary: give -o FILE or redirect stdout")
+    else:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+
+
+async def import_(access: DocumentAccess, args: argparse.Namespace) -> None:
+    source = sys.stdin.buffer.read if args.file == "-" else Path(args.file).read_bytes
+    data = await asyncio.to_thread(source)
+    _note(f"importing {_size(len(data))} into {args.name!r} through the {access.where}")
+    await access.import_update(args.name, data)
+    print(f"imported {len(data)} bytes into {args.name}")
+
+
+async def versions(access: DocumentAccess, args: argparse.Namespace) -> None:
+    found = await access.versions(args.name)
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    rows = [["ID", "TIME", "KIND", "SIZE", "LABEL"]]
+    rows += [
+        [str(v["id"]), v["created_at"], v["kind"], _size(v["size"]), v["label"] or ""]
+        for v in found
+    ]
+    _table(rows, sys.stdout)
+
+
+async def version(access: DocumentAccess, args: argparse.Namespace) -> None:
+    made = await access.take_version(args.name, args.label)
+    print(f"version {made['id']} of {args.name}: {made['label']}")
+
+
+async def restore(access: DocumentAccess, args: argparse.Namespace) -> None:
+    done = await access.restore(args.name, args.version)
+    before = done["pre_restore"]["id"]
+    print(
+        f"restored {args.name} to version {done['restored']['id']}; "
+        f"the state before is version {before} (restore it to undo this)"
+    )
+
+
+async def compact(access: DocumentAccess, args: argparse.Namespace) -> None:
+    def progress(done: int, total: int, name: str) -> None:
+        _note(f"[{done}/{total}] {name}")
+
+    _note(f"compacting through the {access.where}")
+    deleted = await access.compact(progress)
+    print(f"deleted {deleted} versions the retention policy no longer keeps")
+
+
+Command = Callable[[DocumentAccess, argparse.Namespace], Coroutine[Any, Any, None]]
+
+# name -> (what it does, whether it may create the database)
+COMMANDS: dict[str, tuple[Command, bool]] = {
+    "docs": (docs, False),
+    "export": (export, False),
+    "import": (import_, True),
+    "versions": (versions, False),
+    "version": (version, False),
+    "restore": (restore, False),
+    "compact": (compact, False),
+}
+
+
+async def run(command: str, settings: Settings, args: argparse.Namespace) -> None:
+    action, creates = COMMANDS[command]
+    async with connect(settings, server=args.server, create=creates) as access:
+        await action(access, args)

@@ -1,0 +1,133 @@
+"""The document commands, run as `python -m collab ...`: straight on the database when no
+server runs, through the server's API when one holds the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+
+from collab.client import Client
+from tests.conftest import ServerProcess
+
+
+def collab(*args: str, db: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "collab", *args, "--db", str(db)],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[bytes]) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def update_file(tmp_path: Path, text: str, after: Path | None = None) -> Path:
+    """A file holding an update that inserts `text` at the start (of the state in `after`)."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    if after is not None:
+        doc.apply_update(after.read_bytes())
+    before = doc.get_state()
+    doc.get("t", type=pycrdt.Text).insert(0, text)
+    path = tmp_path / f"{text.strip() or 'update'}.bin"
+    path.write_bytes(doc.get_update(before))
+    return path
+
+
+def test_commands_work_on_the_database_when_no_server_runs(tmp_path: Path) -> None:
+    db = tmp_path / "collab.db"
+    missing = collab("docs", db=db)
+    assert missing.returncode == 1 and b"no database" in missing.stderr
+    first = update_file(tmp_path, "first")
+    imported = collab("import", "team/notes", str(first), db=db)
+    assert "imported" in ok(imported)
+    assert b"through the database" in imported.stderr
+    assert "team/notes" in ok(collab("docs", db=db))
+    named = ok(collab("version", "team/notes", "--label", "the first", db=db))
+    version_id = named.split()[1]
+    ok(
+        collab(
+            "import",
+            "team/notes",
+            "-",
+            db=db,
+            stdin=update_file(tmp_path, "second ", after=first).read_bytes(),
+        )
+    )
+    assert json.loads(ok(collab("export", "team/notes", db=db))) == {"t": "second first"}
+    listed = json.loads(ok(collab("versions", "team/notes", "--json", db=db)))
+    assert [v["label"] for v in listed if v["kind"] == "named"] == ["the first"]
+    restored = ok(collab("restore", "team/notes", version_id, db=db))
+    assert f"to version {version_id}" in restored
+    assert ok(collab("export", "team/notes", "--format", "text", db=db)) == "first"
+    out = tmp_path / "state.bin"
+    ok(collab("export", "team/notes", "--format", "update", "-o", str(out), db=db))
+    copy: pycrdt.Doc[Any] = pycrdt.Doc()
+    copy.apply_update(out.read_bytes())
+    assert str(copy.get("t", type=pycrdt.Text)) == "first"
+    compacted = collab("compact", db=db)
+    assert "deleted" in ok(compacted) and b"[1/1] team/notes" in compacted.stderr
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
+    db = tmp_path / "collab.db"
+    ok(collab("import", "doc", str(update_file(tmp_path, "x")), db=db))
+    for args, message in [
+        (("export", "nobody"), b"no document named 'nobody'"),
+        (("restore", "doc", "999"), b"has no version 999"),
+        (("version", "doc", "--label", " "), b"a label is 1 to 200 characters"),
+    ]:
+        result = collab(*args, db=db)
+        assert result.returncode == 1, result
+        assert result.stderr.startswith(b"collab: ") and message in result.stderr
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"not an update")
+    assert b"not a Yjs update" in collab("import", "doc", str(bad), db=db).stderr
+
+
+async def test_commands_go_through_the_running_server_so_editors_see_them(
+    server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = server_process()
+    server.start()
+    db = server.db
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return collab(*args, db=db)
+
+    async with Client(server.url, "live") as editor:
+        text = editor.doc.get("t", type=pycrdt.Text)
+        imported = await asyncio.to_thread(run, "import", "live", str(update_file(tmp_path, "A")))
+        assert b"through the server http://127.0.0.1" in imported.stderr
+        await editor.wait_for(lambda: str(text) == "A")
+        named = ok(await asyncio.to_thread(run, "version", "live", "--label", "just A"))
+        text += "B"
+        await editor.flush()
+        await asyncio.sleep(0.2)
+        ok(await asyncio.to_thread(run, "restore", "live", named.split()[1]))
+        await editor.wait_for(lambda: str(text) == "A")
+        listed = ok(await asyncio.to_thread(run, "docs"))
+        assert "live" in listed and "1" in listed.splitlines()[1].split()  # one client
+
+
+def test_a_second_server_on_the_same_database_is_refused(
+    server_process: Callable[..., ServerProcess],
+) -> None:
+    first = server_process()
+    first.start()
+    second = subprocess.run(
+        [sys.executable, "-m", "collab", "serve", "--port", "0", "--db", str(first.db)],
+        capture_output=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    assert f"in use by collab process {first.proc.pid}".encode() in second.stderr  # type: ignore[union-attr]
