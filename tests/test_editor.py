@@ -349,3 +349,48 @@ async def test_links_are_made_with_ctrl_k_and_reach_the_other_editor(
     await expect(bob.locator('.ProseMirror a[href="https://example.org/docs"]')).to_have_count(1)
     html = await bob.evaluate("window.collab.editor.getHTML()")
     assert 'href="https://example.org/docs"' in html and ">docs</a>" in html
+
+
+async def test_rich_text_from_the_editor_round_trips_through_export_and_restore(
+    browser: Browser, server: RunningServer
+) -> None:
+    import aiohttp
+
+    alice = await open_doc(await person(browser, "Alice", "#1f6feb"), server.http, "formatted")
+    bob = await open_doc(await person(browser, "Bob", "#d1242f"), server.http, "formatted")
+    editor = alice.locator(".ProseMirror")
+    await editor.press("Control+Alt+1")
+    await alice.keyboard.type("Plan")
+    await alice.keyboard.press("Enter")
+    await editor.press("Control+b")
+    await alice.keyboard.type("bold")
+    await editor.press("Control+b")
+    await alice.keyboard.type(" and ")
+    await editor.press("Control+i")
+    await alice.keyboard.type("italic")
+    await editor.press("Control+i")
+    await alice.keyboard.press("Enter")
+    await editor.press("Control+Shift+8")
+    await alice.keyboard.type("item")
+    await wait_text(alice, lambda t: "item" in t)
+    original = await alice.evaluate("window.collab.editor.getHTML()")
+    assert "<strong>bold</strong>" in original and "<em>italic</em>" in original
+    api = f"{server.http}/api/docs/formatted"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(api) as response:
+            exported = await response.json()
+        async with http.post(f"{api}/versions", json={"label": "formatted"}) as response:
+            version = (await response.json())["id"]
+        await alice.keyboard.press("Control+a")
+        await alice.keyboard.type("gone")
+        await wait_text(bob, lambda t: t.strip() == "gone")
+        async with http.post(f"{api}/versions/{version}/restore") as response:
+            assert response.status == 200
+        for page in (alice, bob):
+            async with asyncio.timeout(WAIT_MS / 1000):
+                while await page.evaluate("window.collab.editor.getHTML()") != original:
+                    await asyncio.sleep(0.05)
+        async with http.get(api) as response:
+            assert await response.json() == exported
+    paragraph = exported["default"][1]
+    assert paragraph["children"][0] == {"text": "bold", "attributes": {"bold": {}}}
