@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,8 +78,17 @@ def export(state: bytes, fmt: Format, hints: dict[str, Any]) -> Exported:
 
 
 def check_label(label: Any) -> str:
-    if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_LENGTH:
-        raise BadRequest(f"a label is 1 to {MAX_LABEL_LENGTH} characters")
+    """A version label: 1 to 200 characters, not all blank, no control characters."""
+    if (
+        not isinstance(label, str)
+        or not label.strip()
+        or len(label) > MAX_LABEL_LENGTH
+        or any(unicodedata.category(char) == "Cc" for char in label)
+    ):
+        raise BadRequest(
+            f"a label is 1 to {MAX_LABEL_LENGTH} characters, not all blank, "
+            "without control characters"
+        )
     return label.strip()
 
 

@@ -40,6 +40,8 @@ _NAME = {
         "pattern": r"^(?!\s)(?!.*\s$)(?!(?:.*/)?\.{1,2}(?:/|$))[^\x00-\x1f\x7f-\x9f]+$",
     },
 }
+# Not all blank, no control characters: what documents.check_label accepts.
+_LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 _VERSION = {
     "name": "version",
     "in": "path",
@@ -212,6 +214,7 @@ def spec() -> dict[str, Any]:
                                             "type": "string",
                                             "minLength": 1,
                                             "maxLength": 200,
+                                            "pattern": _LABEL_PATTERN,
                                         }
                                     },
                                 }

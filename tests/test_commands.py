@@ -84,7 +84,7 @@ def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     for args, message in [
         (("export", "nobody"), b"no document named 'nobody'"),
         (("restore", "doc", "999"), b"has no version 999"),
-        (("version", "doc", "--label", " "), b"a label is 1 to 200 characters"),
+        (("version", "doc", "--label", " "), b"a label is 1 to 200 characters, not all blank"),
     ]:
         result = collab(*args, db=db)
         assert result.returncode == 1, result

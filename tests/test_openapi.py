@@ -33,7 +33,11 @@ def check_operation(operation: Any) -> None:
     excluded = [positive_data_acceptance] if operation.label.endswith("/updates") else []
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    # Derandomized: CI runs the same examples every time, so a failure is a mismatch to
+    # fix, not luck; wider random runs are worth doing by hand after API changes.
+    @settings(
+        max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     def check(case: Any) -> None:
         case.call_and_validate(excluded_checks=excluded)
 
