@@ -170,7 +170,9 @@ async def test_the_panel_works_from_the_keyboard_alone(
     # The server's own refusal of a blank label is shown, not swallowed.
     await page.keyboard.type("   ")
     await page.keyboard.press("Enter")
-    await expect(notice).to_have_text("Could not name this version: a label is 1 to 200 characters")
+    await expect(notice).to_contain_text(
+        "Could not name this version: a label is 1 to 200 characters"
+    )
     await page.keyboard.press("Control+a")
     await page.keyboard.type("by keyboard")
     await page.keyboard.press("Enter")
