@@ -8,24 +8,30 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
 from collab import __version__
-from collab.appkeys import DOCUMENTS, ROOMS, SETTINGS
+from collab.appkeys import DOCUMENTS, GUARD, ROOMS, SETTINGS
+from collab.auth import Permission, Revocation, allows
 from collab.documents import FORMATS, Format, check_label
 from collab.errors import (
     BadRequest,
     CollabError,
     Conflict,
     DatabaseInUse,
+    Forbidden,
     InvalidDocName,
     NotFound,
+    QuotaExceeded,
     StoreError,
+    Unauthorized,
 )
 from collab.names import check_doc_name
 from collab.openapi import spec
+from collab.store import iso_time
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +40,21 @@ Handler = Any
 _STATUS: list[tuple[type[CollabError], int]] = [
     (InvalidDocName, 400),
     (BadRequest, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (QuotaExceeded, 413),
     (StoreError, 503),
     (DatabaseInUse, 503),
 ]
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"status": status, "message": message}}, status=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.json_response(
+        {"error": {"status": status, "message": message}}, status=status, headers=headers
+    )
 
 
 @web.middleware
@@ -52,6 +64,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response: web.StreamResponse = await handler(request)
         return response
     try:
+        request.app[GUARD].check_origin(request, request.app[SETTINGS].cors)
         response = await handler(request)
         return response
     except web.HTTPException as exc:
@@ -71,8 +84,42 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(status, str(exc))
 
 
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS for the API, for the Origins in --cors-origins."""
+    allowed = request.app[SETTINGS].cors
+    origin = request.headers.get("Origin")
+    if not request.path.startswith("/api/") or origin is None or not allowed:
+        response: web.StreamResponse = await handler(request)
+        return response
+    allow = "*" if "*" in allowed else origin if origin.rstrip("/") in allowed else None
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response = web.Response(status=204)
+        if allow is not None:
+            response.headers.update(
+                {
+                    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                    "Access-Control-Max-Age": "600",
+                }
+            )
+    else:
+        response = await handler(request)
+    if allow is not None:
+        response.headers["Access-Control-Allow-Origin"] = allow
+        response.headers["Vary"] = "Origin"
+    return response
+
+
 def _name(request: web.Request) -> str:
     return check_doc_name(request.match_info["name"], request.app[SETTINGS].max_name_length)
+
+
+async def _allow(request: web.Request, need: Permission) -> str:
+    """The document the request names, if its credentials allow `need` on it."""
+    name = _name(request)
+    await request.app[GUARD].require(request, name, need)
+    return name
 
 
 def _format(request: web.Request) -> Format:
@@ -94,12 +141,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def list_docs(request: web.Request) -> web.Response:
-    summaries = await request.app[DOCUMENTS].summaries()
+    guard = request.app[GUARD]
+    grant = await guard.grant(request, None)
+    summaries = [
+        summary
+        for summary in await request.app[DOCUMENTS].summaries()
+        if allows(guard.permission(grant, summary.info.name), "read")
+    ]
     return web.json_response({"docs": [summary.as_json() for summary in summaries]})
 
 
 async def get_doc(request: web.Request) -> web.Response:
-    exported = await request.app[DOCUMENTS].export(_name(request), _format(request))
+    exported = await request.app[DOCUMENTS].export(await _allow(request, "read"), _format(request))
     return web.Response(
         body=exported.body,
         content_type=exported.content_type.split(";")[0],
@@ -108,24 +161,24 @@ async def get_doc(request: web.Request) -> web.Response:
 
 
 async def delete_doc(request: web.Request) -> web.Response:
-    await request.app[DOCUMENTS].delete(_name(request))
+    await request.app[DOCUMENTS].delete(await _allow(request, "write"))
     return web.Response(status=204)
 
 
 async def post_update(request: web.Request) -> web.Response:
-    name = _name(request)
+    name = await _allow(request, "write")
     update = await request.read()
     await request.app[DOCUMENTS].import_update(name, update)
     return web.json_response({"applied": len(update)})
 
 
 async def list_versions(request: web.Request) -> web.Response:
-    versions = await request.app[DOCUMENTS].versions(_name(request))
+    versions = await request.app[DOCUMENTS].versions(await _allow(request, "read"))
     return web.json_response({"versions": [snapshot.as_json() for snapshot in versions]})
 
 
 async def post_version(request: web.Request) -> web.Response:
-    name = _name(request)
+    name = await _allow(request, "write")
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -138,7 +191,8 @@ async def post_version(request: web.Request) -> web.Response:
 
 async def get_version(request: web.Request) -> web.Response:
     version = int(request.match_info["version"])
-    exported = await request.app[DOCUMENTS].export(_name(request), _format(request), version)
+    name = await _allow(request, "read")
+    exported = await request.app[DOCUMENTS].export(name, _format(request), version)
     return web.Response(
         body=exported.body,
         content_type=exported.content_type.split(";")[0],
@@ -148,18 +202,78 @@ async def get_version(request: web.Request) -> web.Response:
 
 async def restore_version(request: web.Request) -> web.Response:
     version = int(request.match_info["version"])
-    restored = await request.app[DOCUMENTS].restore(_name(request), version)
+    restored = await request.app[DOCUMENTS].restore(await _allow(request, "write"), version)
     return web.json_response(
         {"restored": restored.restored.as_json(), "pre_restore": restored.pre_restore.as_json()}
     )
 
 
 async def compact(request: web.Request) -> web.Response:
+    await _require_global_admin(request)
     deleted = await request.app[DOCUMENTS].compact()
     return web.json_response({"deleted_versions": deleted})
 
 
+async def _require_global_admin(request: web.Request) -> None:
+    grant = await request.app[GUARD].grant(request, None)
+    if not (grant.docs == "*" and allows(grant.permission, "admin")):
+        raise Forbidden("this needs an admin credential for every document ('*')")
+
+
+async def access(request: web.Request) -> web.Response:
+    """What the request's credentials allow on the document (the editor asks)."""
+    name = _name(request)
+    guard = request.app[GUARD]
+    permission = guard.permission(await guard.grant(request, name), name)
+    return web.json_response({"doc": name, "permission": permission})
+
+
+async def post_revocation(request: web.Request) -> web.Response:
+    """Lower a token's or a user's grants, now and for later connections."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("send a JSON object") from exc
+    revocation = _revocation(body)
+    if any(char in revocation.docs for char in "*?["):
+        await _require_global_admin(request)
+    else:
+        await request.app[GUARD].require(request, revocation.docs, "admin")
+    touched = await request.app[GUARD].revoke(revocation)
+    return web.json_response(
+        {"revocation": _revocation_json(revocation), "connections": touched}, status=201
+    )
+
+
+def _revocation(body: Any) -> Revocation:
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON object")
+    token_id, subject = body.get("token_id"), body.get("subject")
+    docs, permission = body.get("docs", "*"), body.get("permission", "none")
+    if (token_id is None) == (subject is None):
+        raise BadRequest("name exactly one of token_id and subject")
+    for value in (token_id, subject):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise BadRequest("token_id and subject are non-empty strings")
+    if not isinstance(docs, str) or not docs:
+        raise BadRequest("docs is a document name or pattern")
+    if permission not in ("none", "read"):
+        raise BadRequest("permission is 'none' (revoke) or 'read' (make read-only)")
+    return Revocation(time.time(), permission, token_id, subject, docs)
+
+
+def _revocation_json(revocation: Revocation) -> dict[str, Any]:
+    return {
+        "token_id": revocation.token_id,
+        "subject": revocation.subject,
+        "docs": revocation.docs,
+        "permission": revocation.permission,
+        "at": iso_time(revocation.at),
+    }
+
+
 def add_routes(app: web.Application) -> None:
+    app.middlewares.append(cors)
     app.middlewares.append(json_errors)
     router = app.router
     router.add_get("/healthz", healthz)
@@ -173,3 +287,5 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/api/docs/{name}/versions/{version:[0-9]{1,18}}", get_version)
     router.add_post("/api/docs/{name}/versions/{version:[0-9]{1,18}}/restore", restore_version)
     router.add_post("/api/compact", compact)
+    router.add_get("/api/docs/{name}/access", access)
+    router.add_post("/api/revocations", post_revocation)

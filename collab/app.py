@@ -9,6 +9,7 @@ so providers reconnect elsewhere, then rooms commit and snapshot, then the store
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -18,10 +19,11 @@ from functools import partial
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
-from collab.appkeys import DOCUMENTS, LOCK, ROOMS, SETTINGS, STORE
+from collab.appkeys import DOCUMENTS, GUARD, LOCK, ROOMS, SETTINGS, STORE
 from collab.config import Settings
 from collab.documents import Documents
 from collab.errors import CollabError
+from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
 from collab.rooms import Rooms
@@ -82,6 +84,9 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
     rooms = Rooms(app[STORE], app[SETTINGS])
     app[ROOMS] = rooms
     app[DOCUMENTS] = Documents(rooms, app[STORE], app[SETTINGS])
+    guard = Guard(app[SETTINGS], app[STORE], rooms)
+    await guard.load()
+    app[GUARD] = guard
     yield
     await rooms.close()
 
@@ -130,6 +135,13 @@ async def start(settings: Settings, store: Store | None = None) -> tuple[web.App
     return runner, port
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _local_url(settings: Settings, port: int) -> str:
     """Where a process on this machine reaches the server."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
@@ -148,6 +160,13 @@ async def serve(settings: Settings, store: Store | None = None) -> None:
         settings.room_prefix,
         settings.db.resolve(),
     )
+    if settings.auth == "open" and settings.authorizer is None and not _loopback(settings.host):
+        log.warning(
+            "*** --auth open on %s: ANYONE who can reach this address can read, change and "
+            "delete every document. Use --auth token (or an authorizer) outside a trusted "
+            "network. ***",
+            settings.host,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -4,6 +4,7 @@ from aiohttp import web
 
 from collab.config import Settings
 from collab.documents import Documents
+from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.rooms import Rooms
 from collab.store import Store
@@ -13,3 +14,4 @@ LOCK = web.AppKey("lock", DatabaseLock)
 STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
 DOCUMENTS = web.AppKey("documents", Documents)
+GUARD = web.AppKey("guard", Guard)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
+import time
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,28 +22,32 @@ from typing import Any
 
 from collab import __version__, commands
 from collab.app import serve
-from collab.config import Settings, env_name, flag_name, setting_fields
+from collab.auth import MIN_SECRET_LENGTH, Permission, mint
+from collab.config import Secret, Settings, env_name, flag_name, setting_fields
 from collab.documents import FORMATS
 from collab.errors import CollabError
+from collab.retention import parse_duration
 
 log = logging.getLogger("collab")
 
 
-def _converter(annotation: Any) -> tuple[Any, tuple[str, ...] | None]:
+def _converter(field: dataclasses.Field[Any]) -> tuple[Any, tuple[str, ...] | None]:
     """How to read a field from text, and its allowed values."""
+    if "parse" in field.metadata:
+        return field.metadata["parse"], None
+    annotation = typing.get_type_hints(Settings)[field.name]
     if typing.get_origin(annotation) is typing.Literal:
         return str, tuple(typing.get_args(annotation))
-    if annotation in (int, float, str, Path):
+    if annotation in (int, float, str, Path, Secret):
         return annotation, None
     raise TypeError(f"no converter for {annotation!r}")
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
-    hints = typing.get_type_hints(Settings)
     for field in setting_fields():
         if only is not None and field.name not in only:
             continue
-        convert, choices = _converter(hints[field.name])
+        convert, choices = _converter(field)
         parser.add_argument(
             flag_name(field.name),
             dest=field.name,
@@ -59,7 +65,6 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     Raises:
         ValueError: a variable or value is not acceptable.
     """
-    hints = typing.get_type_hints(Settings)
     values: dict[str, Any] = {}
     for field in setting_fields():
         flag_value = getattr(args, field.name, None)
@@ -69,7 +74,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         text = environ.get(env_name(field.name))
         if text is None:
             continue
-        convert, choices = _converter(hints[field.name])
+        convert, choices = _converter(field)
         if choices and text not in choices:
             raise ValueError(f"{env_name(field.name)} must be one of {', '.join(choices)}")
         try:
@@ -86,7 +91,7 @@ def _doc_command(
     commands: Any,
     name: str,
     summary: str,
-    extra: set[str] = frozenset(),  # type: ignore[assignment]
+    extra: frozenset[str] = frozenset(),
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary)
     parser.add_argument(
@@ -136,9 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "compact",
         "snapshot logs and thin versions by the retention policy",
-        {"retention"},
+        frozenset({"retention"}),
     )
+    token = commands.add_parser(
+        "token",
+        help="mint a signed token for a document (or a pattern such as 'team/*')",
+        description="Print a signed token granting access to the documents NAME matches. "
+        "The secret comes from --auth-secret or COLLAB_AUTH_SECRET, as the server's does.",
+    )
+    token.add_argument("name", help="a document name, or a pattern with * and ?")
+    level = token.add_mutually_exclusive_group()
+    level.add_argument("--read-only", action="store_true", help="may read, not write")
+    level.add_argument("--admin", action="store_true", help="may also delete and revoke")
+    token.add_argument("--ttl", default="1h", help="lifetime such as 15m, 1h, 7d, or never")
+    token.add_argument("--subject", help="the user it is for (lets you revoke a user)")
+    _add_setting_flags(token, frozenset({"auth_secret"}))
     return parser
+
+
+def _mint(settings: Settings, args: argparse.Namespace) -> str:
+    secret = settings.auth_secret
+    if len(secret.encode()) < MIN_SECRET_LENGTH:
+        raise SystemExit(
+            f"collab: give the server's secret (--auth-secret or COLLAB_AUTH_SECRET, at least "
+            f"{MIN_SECRET_LENGTH} bytes)"
+        )
+    try:
+        ttl = None if args.ttl == "never" else parse_duration(args.ttl)
+    except ValueError as exc:
+        raise SystemExit(f"collab: --ttl: {exc}") from exc
+    permission: Permission = "admin" if args.admin else "read" if args.read_only else "write"
+    return mint(secret, args.name, permission, now=time.time(), ttl=ttl, subject=args.subject)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -156,6 +189,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "serve":
             asyncio.run(serve(settings))
+        elif args.command == "token":
+            print(_mint(settings, args))
         else:
             asyncio.run(commands.run(args.command, settings, args))
     except OSError as exc:

@@ -10,10 +10,12 @@ Every field's metadata carries its help text; the CLI derives `--flag-name` and
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from collab.auth import MIN_SECRET_LENGTH, Authorizer
 from collab.retention import parse_policy
 from collab.roots import parse_hints
 
@@ -22,6 +24,32 @@ MiB = 1024 * KiB
 
 SQLiteSync = Literal["normal", "full"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+AuthMode = Literal["open", "token"]
+
+
+class Secret(str):
+    """A string that never shows itself in a repr or a log."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+
+def load_authorizer(path: str) -> Authorizer:
+    """`package.module:function` -> that function (the CLI's way to name an authorizer).
+
+    Raises:
+        ValueError: the module or the function cannot be found.
+    """
+    module_name, _, attribute = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot load authorizer {path!r}: {exc}") from exc
+    if not callable(found):
+        raise ValueError(f"authorizer {path!r} is not callable")
+    return cast(Authorizer, found)
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -88,6 +116,49 @@ class Settings:
         10.0, "On SIGINT/SIGTERM, how long to wait for connections to close."
     )
 
+    # --- Access
+    auth: AuthMode = _opt(
+        "open",
+        "'open': anyone may read and write (local use; loud warning on a public address). "
+        "'token': a signed token (collab token) is needed for every document.",
+        choices=("open", "token"),
+    )
+    auth_secret: Secret = _opt(
+        Secret(""), "The secret that signs tokens (32 bytes or more); needed with --auth token."
+    )
+    authorizer: Authorizer | None = _opt(
+        None,
+        "An app's own check, 'package.module:function', called with an AuthRequest; it "
+        "returns a Grant or a permission and replaces the token check.",
+        parse=load_authorizer,
+    )
+    allowed_origins: str = _opt(
+        "",
+        "Browser Origins that may connect besides the server's own, comma-separated; '*' "
+        "for any. Requests without an Origin (non-browser clients) are not affected.",
+    )
+    cors_origins: str = _opt(
+        "", "Origins the REST API answers with CORS headers, comma-separated; '*' for any."
+    )
+
+    # --- Limits
+    max_connections: int = _opt(10_000, "Connections in all (more are refused with 503).")
+    max_connections_per_room: int = _opt(1_000, "Connections to one document (429 above).")
+    max_connections_per_address: int = _opt(200, "Connections from one client address (429 above).")
+    max_messages_per_second: float = _opt(
+        30_000.0,
+        "Messages a connection may send per second, sustained over 5 s bursts (closed with "
+        "4429 above). Generous for scripted clients; lower it for untrusted ones.",
+    )
+    max_bytes_per_second: int = _opt(
+        32 * MiB,
+        "Bytes a connection may send per second, sustained, besides one largest message "
+        "(closed with 4429 above).",
+    )
+    max_doc_bytes: int = _opt(
+        64 * MiB, "Size quota of a document; an update that would pass it is refused."
+    )
+
     # --- Logging
     log_level: LogLevel = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
 
@@ -100,6 +171,12 @@ class Settings:
             "sync_chunk_bytes",
             "max_outbox_bytes",
             "max_name_length",
+            "max_connections",
+            "max_connections_per_room",
+            "max_connections_per_address",
+            "max_messages_per_second",
+            "max_bytes_per_second",
+            "max_doc_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -107,11 +184,29 @@ class Settings:
             raise ValueError("port must be between 0 and 65535")
         parse_policy(self.retention)
         parse_hints(self.root_types)
+        if self.auth == "token" and self.authorizer is None:
+            if len(self.auth_secret.encode()) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"--auth token needs --auth-secret (or COLLAB_AUTH_SECRET) of at least "
+                    f"{MIN_SECRET_LENGTH} bytes; there is no default secret"
+                )
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return _split(self.allowed_origins)
+
+    @property
+    def cors(self) -> frozenset[str]:
+        return _split(self.cors_origins)
 
     @property
     def room_prefix(self) -> str:
         """`base_path` with exactly one trailing slash."""
         return self.base_path.rstrip("/") + "/"
+
+
+def _split(text: str) -> frozenset[str]:
+    return frozenset(part.strip().rstrip("/") for part in text.split(",") if part.strip())
 
 
 def setting_fields() -> list[dataclasses.Field[Any]]:

@@ -58,6 +58,17 @@ class Document:
             return residue
         return None
 
+    def holds_new_structs(self, update: bytes) -> bool:
+        """Whether `update` has structs this document does not have yet.
+
+        Raises:
+            UpdateRejected: the update cannot be decoded.
+        """
+        try:
+            return pycrdt.get_update(update, self.ydoc.get_state())[0] != 0
+        except ValueError as exc:
+            raise UpdateRejected(str(exc)) from exc
+
     def state_vector(self) -> bytes:
         return self.ydoc.get_state()
 

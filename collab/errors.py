@@ -10,6 +10,10 @@
      |    +-- DocNotFound         no such document
      |    +-- VersionNotFound     no such version of a document
      +-- Conflict                 the request cannot apply to this state -> HTTP 409
+     +-- Unauthorized             no valid credentials            -> HTTP 401
+     +-- Forbidden                credentials that do not allow it -> HTTP 403
+     +-- TooMany                  a connection limit is reached   -> HTTP 429 (503 in total)
+     +-- QuotaExceeded            an update would grow a document past its quota -> 413
      +-- StoreError               the database failed             -> HTTP 503, retried by rooms
      +-- DatabaseInUse            another collab process holds the database
 
@@ -56,6 +60,27 @@ class VersionNotFound(NotFound):
 
 class Conflict(CollabError):
     """The request is well formed but cannot apply to the document as it is."""
+
+
+class Unauthorized(CollabError):
+    """No credentials, or ones that are malformed, forged or expired."""
+
+
+class Forbidden(CollabError):
+    """Valid credentials that do not allow this (another document, too low a permission,
+    a revoked grant, an Origin not allowed)."""
+
+
+class TooMany(CollabError):
+    """A connection limit is reached."""
+
+    def __init__(self, message: str, *, server_full: bool = False) -> None:
+        super().__init__(message)
+        self.server_full = server_full
+
+
+class QuotaExceeded(CollabError):
+    """An update would grow a document past its size quota; nothing was changed."""
 
 
 class StoreError(CollabError):

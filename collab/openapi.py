@@ -19,9 +19,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Bad input: an invalid document name, format, label or body",
+        401: "No valid credentials (--auth token): send Authorization: Bearer <token>",
+        403: "The credentials do not allow this, or the Origin is not allowed",
         404: "No such document or version",
         409: "The request does not fit the document as it is",
-        413: "The body is larger than the server accepts",
+        413: "The body is larger than the server accepts, or the document would pass its "
+        "size quota",
         503: "The database cannot be used right now",
     }
     return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
@@ -102,6 +105,28 @@ _SCHEMAS: dict[str, Any] = {
             "update_count": {"type": "integer", "description": "Updates it covers"},
         },
     },
+    "RevocationRequest": {
+        "type": "object",
+        "description": "Exactly one of token_id (a token's jti) and subject (its sub).",
+        "properties": {
+            "token_id": {"type": "string", "minLength": 1},
+            "subject": {"type": "string", "minLength": 1},
+            "docs": {"type": "string", "minLength": 1, "default": "*"},
+            "permission": {"type": "string", "enum": ["none", "read"], "default": "none"},
+        },
+        "oneOf": [{"required": ["token_id"]}, {"required": ["subject"]}],
+    },
+    "Revocation": {
+        "type": "object",
+        "required": ["token_id", "subject", "docs", "permission", "at"],
+        "properties": {
+            "token_id": {"type": "string", "nullable": True},
+            "subject": {"type": "string", "nullable": True},
+            "docs": {"type": "string"},
+            "permission": {"type": "string", "enum": ["none", "read"]},
+            "at": {"type": "string", "format": "date-time"},
+        },
+    },
     "Content": {
         "type": "object",
         "description": "Each root by name: a Text as a string, a Map as an object, an Array "
@@ -136,7 +161,7 @@ def spec() -> dict[str, Any]:
                             },
                             "Every stored document",
                         ),
-                        **_errors(503),
+                        **_errors(401, 403, 503),
                     },
                 }
             },
@@ -145,14 +170,14 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "A document's content now",
                     "parameters": [_FORMAT],
-                    "responses": {"200": _CONTENT, **_errors(400, 404, 409, 503)},
+                    "responses": {"200": _CONTENT, **_errors(400, 401, 403, 404, 409, 503)},
                 },
                 "delete": {
                     "summary": "Delete a document and its history; connected clients are "
                     "closed with code 4404",
                     "responses": {
                         "204": {"description": "Deleted"},
-                        **_errors(400, 404, 503),
+                        **_errors(400, 401, 403, 404, 503),
                     },
                 },
             },
@@ -178,7 +203,7 @@ def spec() -> dict[str, Any]:
                             },
                             "Applied and stored",
                         ),
-                        **_errors(400, 413, 503),
+                        **_errors(400, 401, 403, 413, 503),
                     },
                 },
             },
@@ -197,7 +222,7 @@ def spec() -> dict[str, Any]:
                             },
                             "The history",
                         ),
-                        **_errors(400, 404, 503),
+                        **_errors(400, 401, 403, 404, 503),
                     },
                 },
                 "post": {
@@ -223,7 +248,7 @@ def spec() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json(_ref("Version"), "The new version"),
-                        **_errors(400, 404, 503),
+                        **_errors(400, 401, 403, 404, 503),
                     },
                 },
             },
@@ -232,7 +257,7 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "A document's content at a version",
                     "parameters": [_FORMAT],
-                    "responses": {"200": _CONTENT, **_errors(400, 404, 409, 503)},
+                    "responses": {"200": _CONTENT, **_errors(400, 401, 403, 404, 409, 503)},
                 },
             },
             "/api/docs/{name}/versions/{version}/restore": {
@@ -253,9 +278,56 @@ def spec() -> dict[str, Any]:
                             },
                             "Restored",
                         ),
-                        **_errors(400, 404, 409, 503),
+                        **_errors(400, 401, 403, 404, 409, 503),
                     },
                 },
+            },
+            "/api/docs/{name}/access": {
+                "parameters": [_NAME],
+                "get": {
+                    "summary": "What the request's credentials allow on the document",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["doc", "permission"],
+                                "properties": {
+                                    "doc": {"type": "string"},
+                                    "permission": {
+                                        "type": "string",
+                                        "enum": ["none", "read", "write", "admin"],
+                                    },
+                                },
+                            },
+                            "The permission",
+                        ),
+                        **_errors(400, 401, 403),
+                    },
+                },
+            },
+            "/api/revocations": {
+                "post": {
+                    "summary": "Lower a token's or a user's grants, now and for later "
+                    "connections: their connections are closed (4403) or made read-only",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("RevocationRequest")}},
+                    },
+                    "responses": {
+                        "201": _json(
+                            {
+                                "type": "object",
+                                "required": ["revocation", "connections"],
+                                "properties": {
+                                    "revocation": _ref("Revocation"),
+                                    "connections": {"type": "integer"},
+                                },
+                            },
+                            "Kept and applied",
+                        ),
+                        **_errors(400, 401, 403, 503),
+                    },
+                }
             },
             "/api/compact": {
                 "post": {
@@ -269,7 +341,7 @@ def spec() -> dict[str, Any]:
                             },
                             "Done",
                         ),
-                        **_errors(503),
+                        **_errors(401, 403, 503),
                     },
                 }
             },

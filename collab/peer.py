@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
+
+from collab.auth import OPEN_GRANT, Grant, Permission
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +23,12 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
-# Application codes. y-websocket 3.1 does not reconnect after a code in 4400-4499.
+# Application codes. y-websocket 3.1 does not reconnect after a code in 4400-4499, and
+# treats 4500-4599 as "try again later".
+CLOSE_ACCESS_REVOKED = 4403
 CLOSE_DOC_DELETED = 4404
+CLOSE_RATE_LIMITED = 4429
+CLOSE_TOKEN_EXPIRED = 4501
 
 
 class Transport(Protocol):
@@ -35,8 +42,20 @@ class Transport(Protocol):
 class Peer:
     """A connection to one room: who it is, which awareness ids it owns, what it is owed."""
 
-    def __init__(self, label: str, *, max_outbox_bytes: int) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        max_outbox_bytes: int,
+        grant: Grant = OPEN_GRANT,
+        access: Permission = "admin",
+    ) -> None:
         self.label = label
+        # Set by the transport: ends the connection at once, without a close handshake.
+        self.abort: Callable[[], None] | None = None
+        self.grant = grant  # the credential it came with
+        self.access = access  # what it may do in its room: read, write or admin
+        self.denied_at = float("-inf")  # when it was last told it may not write
         self.awareness_ids: set[int] = set()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -56,11 +75,16 @@ class Peer:
         """Queue one protocol message for this peer."""
         if self.close_code is not None:
             return
-        self._outbox.append(frame)
-        self._outbox_bytes += len(frame)
+        # Over the limit *before* this frame: a reader that keeps up can still be handed a
+        # whole large frame or a large document's sync at once.
         if self._outbox_bytes > self._max_outbox_bytes:
             log.warning("%s: dropped, %d bytes not yet read", self, self._outbox_bytes)
             self.close(CLOSE_TRY_AGAIN_LATER, "too slow: send buffer full")
+            if self.abort is not None:
+                self.abort()  # it reads nothing, so a close frame would never get through
+            return
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
         self._wakeup.set()
 
     def close(self, code: int, reason: str) -> None:

@@ -19,10 +19,11 @@ from collections.abc import Iterable
 import pycrdt
 
 from collab import protocol
+from collab.auth import allows
 from collab.awareness import Awareness
 from collab.config import Settings
 from collab.document import Document
-from collab.errors import StoreError, UnsupportedMessage, UpdateRejected
+from collab.errors import QuotaExceeded, StoreError, UnsupportedMessage, UpdateRejected
 from collab.peer import Peer
 from collab.store import Snapshot, SnapshotKind, Store
 from collab.update import UpdateFormatError, split_update
@@ -30,6 +31,7 @@ from collab.update import UpdateFormatError, split_update
 log = logging.getLogger(__name__)
 
 _MERGE_GROUP = 32  # merge_updates is cheap for tens of updates, superlinear for hundreds
+_DENIAL_INTERVAL = 1.0  # seconds between two "not saved" notices to one peer
 
 
 class Room:
@@ -50,6 +52,9 @@ class Room:
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._since_snapshot = 0
         self._snapshot_due: float | None = None
+        # Bytes the document takes, for its quota: the last snapshot plus the updates
+        # since, which overstates it (updates repeat what they share) but never misses.
+        self._size = 0
         self._sync_cache: tuple[bytes, int, list[bytes]] | None = None
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -65,6 +70,7 @@ class Room:
                 room.document.apply(update)
             except UpdateRejected as exc:
                 log.error("%s: skipped a stored update that does not apply: %s", name, exc)
+            room._size += len(update)
         room._count_unsnapshotted(len(stored.updates))
         room._flusher = asyncio.create_task(room._flush_loop(), name=f"room {name}")
         return room
@@ -98,8 +104,10 @@ class Room:
             ProtocolError: the message is invalid; nothing was changed.
         """
         match message:
-            case protocol.SyncUpdate(update) | protocol.SyncStep2(update):
-                self._apply(peer, update)
+            case protocol.SyncUpdate(update):
+                self._apply_from(peer, update, live=True)
+            case protocol.SyncStep2(update):
+                self._apply_from(peer, update, live=False)
             case protocol.SyncStep1(state_vector):
                 self._answer_sync(peer, state_vector)
             case protocol.AwarenessUpdate(entries):
@@ -115,14 +123,48 @@ class Room:
 
     # --- document updates
 
+    def downgrade(self, peer: Peer) -> None:
+        """Make `peer` read-only from now on, and tell it."""
+        peer.access = "read"
+        self._deny(peer, "your access to this document is now read-only")
+
     def apply_update(self, update: bytes) -> None:
-        """Apply an update that comes from the server itself (API, restore), not a peer."""
+        """Apply an update that comes from the server itself (API, restore), not a peer.
+
+        Raises:
+            UpdateRejected, QuotaExceeded: nothing was changed.
+        """
         self._apply(None, update)
+
+    def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> None:
+        if update == protocol.EMPTY_UPDATE:
+            return
+        if not allows(peer.access, "write"):
+            # A read-only client answers our SyncStep1 with its whole delete set even when
+            # it changed nothing; only an attempt to add something is worth telling it about.
+            if live or self.document.holds_new_structs(update):
+                self._deny(peer, "read-only: your changes to this document are not saved")
+            return
+        try:
+            self._apply(peer, update)
+        except QuotaExceeded as exc:
+            log.warning("%s: refused an update of %s: %s", self.name, peer, exc)
+            self._deny(peer, str(exc))
+
+    def _deny(self, peer: Peer, reason: str) -> None:
+        now = time.monotonic()
+        if now - peer.denied_at >= _DENIAL_INTERVAL:
+            peer.denied_at = now
+            peer.send(protocol.encode_permission_denied(reason))
 
     def _apply(self, sender: Peer | None, update: bytes) -> None:
         if update == protocol.EMPTY_UPDATE:
             return
+        quota = self._settings.max_doc_bytes
+        if self._size + len(update) > quota:
+            raise QuotaExceeded(f"the document would pass its size quota of {quota} bytes")
         self.document.apply(update)
+        self._size += len(update)
         self._unsaved.append((sender, update))
         self._applied += 1
         self._wakeup.set()
@@ -285,11 +327,12 @@ class Room:
     async def snapshot(self, kind: SnapshotKind = "auto", label: str | None = None) -> Snapshot:
         """Store the current state as a version; the log it covers is pruned."""
         counted = self._since_snapshot
+        state = self.document.state()
+        size_then = self._size
         # No await between taking the state and queueing the write: the snapshot then
         # holds every update the store had been given before it.
-        snapshot = await self._store.save_snapshot(
-            self.name, self.document.state(), kind=kind, label=label
-        )
+        snapshot = await self._store.save_snapshot(self.name, state, kind=kind, label=label)
+        self._size = len(state) + self._size - size_then
         self._since_snapshot -= counted
         self._snapshot_due = None
         if self._since_snapshot:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
 from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
 
@@ -56,6 +57,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX snapshots_by_doc ON snapshots(doc_id, id);
     """,
+    """
+    -- Lowered grants: of one token (token_id) or of a user's tokens issued before `at`.
+    CREATE TABLE revocations (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        permission TEXT NOT NULL,
+        token_id TEXT,
+        subject TEXT,
+        docs TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -80,6 +92,12 @@ class _DeleteDoc:
 
 
 @dataclass(slots=True)
+class _AddRevocation:
+    revocation: Revocation
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
 class _SaveSnapshot:
     doc: str
     state: bytes
@@ -89,7 +107,7 @@ class _SaveSnapshot:
     created_at: float = field(default_factory=time.time)
 
 
-_Op = _Append | _SaveSnapshot | _DeleteSnapshots | _DeleteDoc
+_Op = _Append | _SaveSnapshot | _DeleteSnapshots | _DeleteDoc | _AddRevocation
 
 
 async def _connect(path: Path, sync: str) -> aiosqlite.Connection:
@@ -198,6 +216,19 @@ class SQLiteStore:
         existed: bool = await self._submit(_DeleteDoc(doc, self._future()))
         return existed
 
+    async def add_revocation(self, revocation: Revocation) -> None:
+        await self._submit(_AddRevocation(revocation, self._future()))
+
+    async def revocations(self) -> list[Revocation]:
+        try:
+            async with self._reader.execute(
+                "SELECT at, permission, token_id, subject, docs FROM revocations ORDER BY id"
+            ) as cur:
+                rows = await cur.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read revocations: {exc}") from exc
+        return [Revocation(*row) for row in rows]
+
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
@@ -292,10 +323,21 @@ class SQLiteStore:
         )
 
     async def _write_other(
-        self, op: _SaveSnapshot | _DeleteSnapshots | _DeleteDoc, new_ids: dict[str, int | None]
+        self,
+        op: _SaveSnapshot | _DeleteSnapshots | _DeleteDoc | _AddRevocation,
+        new_ids: dict[str, int | None],
     ) -> Any:
         if isinstance(op, _SaveSnapshot):
             return await self._write_snapshot(op, new_ids)
+        if isinstance(op, _AddRevocation):
+            r = op.revocation
+            cursor = await self._writer.execute(
+                "INSERT INTO revocations (at, permission, token_id, subject, docs) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (r.at, r.permission, r.token_id, r.subject, r.docs),
+            )
+            await cursor.close()
+            return None
         if isinstance(op, _DeleteDoc):
             new_ids[op.doc] = None
             cursor = await self._writer.execute("DELETE FROM docs WHERE name = ?", (op.doc,))

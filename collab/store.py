@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from collab.auth import Revocation
+
 SnapshotKind = Literal["auto", "named", "pre-restore"]
 
 
@@ -111,6 +113,14 @@ class Store(Protocol):
 
     async def delete_doc(self, doc: str) -> bool:
         """Delete `doc`, its log and its versions; return whether it existed."""
+        ...
+
+    async def add_revocation(self, revocation: Revocation) -> None:
+        """Keep a revocation (it lasts across restarts)."""
+        ...
+
+    async def revocations(self) -> list[Revocation]:
+        """Every revocation kept, oldest first."""
         ...
 
     async def docs(self) -> list[DocInfo]:

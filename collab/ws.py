@@ -7,20 +7,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from functools import partial
 
 from aiohttp import WSMsgType, web
 
 from collab import protocol
-from collab.appkeys import ROOMS, SETTINGS
-from collab.errors import InvalidDocName, ProtocolError, StoreError, UnsupportedMessage
+from collab.appkeys import GUARD, ROOMS, SETTINGS
+from collab.auth import Grant, Permission
+from collab.config import Settings
+from collab.errors import (
+    CollabError,
+    Forbidden,
+    InvalidDocName,
+    ProtocolError,
+    StoreError,
+    TooMany,
+    Unauthorized,
+    UnsupportedMessage,
+)
+from collab.limits import TokenBucket
 from collab.names import doc_name_from_path
-from collab.peer import CLOSE_PROTOCOL_ERROR, CLOSE_UNSUPPORTED, Peer
+from collab.peer import (
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_UNSUPPORTED,
+    Peer,
+)
 from collab.room import Room
 
 log = logging.getLogger(__name__)
 
 _CLOSE_WAIT_SECONDS = 5.0
 _YIELD_EVERY = 32
+_BURST_SECONDS = 5.0
 
 
 def is_room_request(request: web.Request) -> bool:
@@ -35,24 +56,60 @@ def is_room_request(request: web.Request) -> bool:
 async def handle(request: web.Request) -> web.StreamResponse:
     """Serve one connection to the room named by the request path."""
     settings = request.app[SETTINGS]
-    rooms = request.app[ROOMS]
+    guard = request.app[GUARD]
     try:
         name = doc_name_from_path(request.path, settings.room_prefix, settings.max_name_length)
-    except InvalidDocName as exc:
-        log.info("refused %s: %s", request.remote, exc)
-        raise web.HTTPBadRequest(text=f"{exc}\n") from exc
+        guard.check_origin(request)
+        grant = await guard.grant(request, name)
+        access = guard.permission(grant, name)
+        if access == "none":
+            raise Forbidden(f"this credential does not give access to {name!r}")
+        with guard.admit(request, name):
+            return await _serve_room(request, name, grant, access)
+    except CollabError as exc:
+        raise _refusal(request, exc) from exc
+
+
+def _refusal(request: web.Request, exc: CollabError) -> web.HTTPException:
+    """The HTTP answer to an upgrade refused before the WebSocket opened."""
+    status = {InvalidDocName: 400, Unauthorized: 401, Forbidden: 403}.get(type(exc), 503)
+    if isinstance(exc, TooMany) and not exc.server_full:
+        status = 429
+    log.log(
+        logging.ERROR if isinstance(exc, StoreError) else logging.INFO,
+        "refused %s %s: %d %s",
+        request.remote,
+        request.path,
+        status,
+        exc,
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _STATUS_ERRORS[status](text=f"{exc}\n", headers=headers)
+
+
+_STATUS_ERRORS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
+    429: web.HTTPTooManyRequests,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+async def _serve_room(
+    request: web.Request, name: str, grant: Grant, access: Permission
+) -> web.StreamResponse:
+    rooms = request.app[ROOMS]
+    room = await rooms.acquire(name)
     try:
-        room = await rooms.acquire(name)
-    except StoreError as exc:
-        log.error("%s: cannot load: %s", name, exc)
-        raise web.HTTPServiceUnavailable(text="document cannot be loaded now\n") from exc
-    try:
-        return await _serve(request, room)
+        return await _serve(request, room, grant, access)
     finally:
         rooms.release(name)
 
 
-async def _serve(request: web.Request, room: Room) -> web.StreamResponse:
+async def _serve(
+    request: web.Request, room: Room, grant: Grant, access: Permission
+) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
         max_msg_size=settings.max_message_bytes,
@@ -61,13 +118,23 @@ async def _serve(request: web.Request, room: Room) -> web.StreamResponse:
         timeout=_CLOSE_WAIT_SECONDS,
     )
     await ws.prepare(request)
-    peer = Peer(f"{_address(request)} {room.name!r}", max_outbox_bytes=settings.max_outbox_bytes)
+    peer = Peer(
+        f"{_address(request)} {room.name!r}",
+        max_outbox_bytes=settings.max_outbox_bytes,
+        grant=grant,
+        access=access,
+    )
+    peer.abort = partial(_abort, request)
     writer = asyncio.create_task(_write(peer, ws), name=f"writer {peer.label}")
+    expiry = _expire_at(peer, grant.expires_at)
     room.join(peer)
-    log.debug("%s: joined", peer)
+    log.debug("%s: joined with %s access", peer, access)
     try:
-        await _read(ws, room, peer)
+        await _read(ws, room, peer, settings)
     finally:
+        peer.abort = None
+        if expiry is not None:
+            expiry.cancel()
         room.leave(peer)
         peer.close(ws.close_code or 1000, "")
         await _finish(writer, request)
@@ -75,7 +142,31 @@ async def _serve(request: web.Request, room: Room) -> web.StreamResponse:
     return ws
 
 
-async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer) -> None:
+def _expire_at(peer: Peer, expires_at: float | None) -> asyncio.TimerHandle | None:
+    """Close `peer` when its credential expires; providers reconnect with a new one."""
+    if expires_at is None:
+        return None
+    loop = asyncio.get_running_loop()
+    return loop.call_later(
+        max(0.0, expires_at - time.time()), _close, peer, CLOSE_TOKEN_EXPIRED, "token expired"
+    )
+
+
+def _close(peer: Peer, code: int, reason: str) -> None:
+    log.info("%s: closed with %d: %s", peer, code, reason)
+    peer.close(code, reason)
+
+
+async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Settings) -> None:
+    now = time.monotonic()
+    messages = TokenBucket(
+        settings.max_messages_per_second, settings.max_messages_per_second * _BURST_SECONDS, now
+    )
+    volume = TokenBucket(
+        settings.max_bytes_per_second,
+        settings.max_bytes_per_second + settings.max_message_bytes,
+        now,
+    )
     handled = 0
     async for message in ws:
         if peer.closing:
@@ -85,6 +176,11 @@ async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer) -> None:
             # aiohttp hands out buffered frames without suspending; without this, one
             # client sending a burst holds the event loop, and every other room with it.
             await asyncio.sleep(0)
+        now = time.monotonic()
+        size = len(message.data) if isinstance(message.data, bytes | str) else 0
+        if not (messages.allow(1, now) and volume.allow(size, now)):
+            _refuse(peer, CLOSE_RATE_LIMITED, "too many messages or bytes per second")
+            return
         if message.type is WSMsgType.BINARY:
             try:
                 room.receive(peer, protocol.decode(message.data))
@@ -117,6 +213,12 @@ async def _write(peer: Peer, ws: web.WebSocketResponse) -> None:
         peer.close(1006, "connection lost")
 
 
+def _abort(request: web.Request) -> None:
+    """Drop the connection now: the read loop ends and the peer leaves its room."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
 async def _finish(writer: asyncio.Task[None], request: web.Request) -> None:
     """Wait for the writer to close the socket; abort the connection if it cannot."""
     try:
@@ -124,8 +226,7 @@ async def _finish(writer: asyncio.Task[None], request: web.Request) -> None:
             await writer
     except TimeoutError:
         # A peer that reads nothing can block even the close frame.
-        if request.transport is not None:
-            request.transport.abort()
+        _abort(request)
         writer.cancel()
         await asyncio.wait([writer])
 

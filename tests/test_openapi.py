@@ -22,7 +22,7 @@ def test_api_matches_its_openapi_document(server_process: Callable[..., ServerPr
     server.start()
     schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{server.port}/api/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9  # every route under /api but the document itself
+    assert len(operations) == 11  # every route under /api but the document itself
     for operation in operations:
         check_operation(operation)
 

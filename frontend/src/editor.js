@@ -7,7 +7,9 @@ import CollaborationCaret from '@tiptap/extension-collaboration-caret'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { setupHistory } from './history.js'
+import * as authProtocol from 'y-protocols/auth'
 import { loadUser, rememberDoc, saveUser } from './identity.js'
+import { canWrite, permissionFor, providerParams } from './session.js'
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`).content
 const docName = meta('collab-doc')
@@ -15,7 +17,7 @@ const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:'
 const serverUrl = `${scheme}//${window.location.host}${meta('collab-room-prefix')}`
 
 const ydoc = new Y.Doc()
-const provider = new WebsocketProvider(serverUrl, docName, ydoc)
+const provider = new WebsocketProvider(serverUrl, docName, ydoc, { params: providerParams() })
 const user = loadUser()
 rememberDoc(docName)
 
@@ -170,7 +172,36 @@ refreshStatus()
 
 // --- versions
 
-setupHistory(docName)
+const history = setupHistory(docName)
+
+// --- what this user may do
+
+const noticeEl = document.getElementById('notice')
+
+function showNotice (text) {
+  noticeEl.textContent = text
+  noticeEl.hidden = !text
+}
+
+function setReadOnly () {
+  editor.setEditable(false)
+  document.body.classList.add('read-only')
+  document.getElementById('access').hidden = false
+  for (const button of toolbar.querySelectorAll('button')) button.disabled = true
+  history.setReadOnly(true)
+}
+
+permissionFor(docName).then((permission) => {
+  if (!canWrite(permission)) setReadOnly()
+})
+
+// The server refuses what this user may not do with the protocol's auth message.
+provider.messageHandlers[2] = (_encoder, decoder) => {
+  authProtocol.readAuthMessage(decoder, ydoc, (_doc, reason) => {
+    if (/read-only/.test(reason)) setReadOnly()
+    showNotice(`Not saved: ${reason}`)
+  })
+}
 
 editor.commands.focus('end')
 // For scripts and tests driving the page.

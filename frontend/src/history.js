@@ -5,6 +5,7 @@ import { Editor } from '@tiptap/core'
 import StarterKit from '@tiptap/starter-kit'
 import Collaboration from '@tiptap/extension-collaboration'
 import * as Y from 'yjs'
+import { authHeaders } from './session.js'
 
 // Long enough for a big document on a slow link; short enough that nothing hangs.
 const TIMEOUT_MS = 20_000
@@ -20,7 +21,11 @@ class ApiError extends Error {
 async function request (url, options = {}) {
   let response
   try {
-    response = await fetch(url, { ...options, signal: AbortSignal.timeout(TIMEOUT_MS) })
+    response = await fetch(url, {
+      ...options,
+      headers: authHeaders(options.headers),
+      signal: AbortSignal.timeout(TIMEOUT_MS)
+    })
   } catch (error) {
     const timedOut = error.name === 'TimeoutError'
     throw new ApiError(0, timedOut ? 'the server did not answer in time' : 'the server cannot be reached')
@@ -296,4 +301,12 @@ export function setupHistory (docName) {
     if (preview) closePreviewAndReturn()
     else close()
   })
+
+  return {
+    // A reader may look at versions but neither name nor restore them.
+    setReadOnly (readOnly) {
+      form.hidden = readOnly
+      restoreButton.hidden = readOnly
+    }
+  }
 }
