@@ -41,7 +41,13 @@ class Client:
         doc: pycrdt.Doc[Any] | None = None,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        on_remote_update: Callable[[bytes], None] | None = None,
     ) -> None:
+        """
+        Args:
+            on_remote_update: called with every update received from the server (the
+                first sync's SyncStep2 included), after it is applied to `doc`.
+        """
         self.url = url.rstrip("/") + "/" + name
         self.doc: pycrdt.Doc[Any] = doc if doc is not None else pycrdt.Doc()
         self.synced = asyncio.Event()
@@ -51,6 +57,7 @@ class Client:
         self.awareness: dict[int, dict[str, Any]] = {}  # client id -> state, others and ours
         self._params = params
         self._headers = headers
+        self._on_remote_update = on_remote_update
         self._clocks: dict[int, int] = {}
         self._local_state: dict[str, Any] | None = None
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -207,6 +214,8 @@ class Client:
             self.doc.apply_update(update)
         finally:
             self._applying_remote = False
+        if self._on_remote_update is not None:
+            self._on_remote_update(update)
 
     async def _write_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:

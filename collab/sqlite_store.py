@@ -168,6 +168,7 @@ class SQLiteStore:
         self._reader = reader
         self._queue: deque[_Op] = deque()
         self._wakeup = asyncio.Event()
+        self._read_lock = asyncio.Lock()
         self._closing = False
         self._doc_ids: dict[str, int] = {}
         self._task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
@@ -391,14 +392,17 @@ class SQLiteStore:
     # --- reads: on their own connection, each in one read transaction
 
     async def load(self, doc: str) -> StoredDoc:
-        try:
-            await self._reader.execute("BEGIN")
+        # One read transaction at a time on the one read connection: rooms load
+        # concurrently, and a second BEGIN inside the first fails.
+        async with self._read_lock:
             try:
-                return await self._read_doc(doc)
-            finally:
-                await self._reader.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot load {doc!r}: {exc}") from exc
+                await self._reader.execute("BEGIN")
+                try:
+                    return await self._read_doc(doc)
+                finally:
+                    await self._reader.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot load {doc!r}: {exc}") from exc
 
     async def _read_doc(self, doc: str) -> StoredDoc:
         reader = self._reader

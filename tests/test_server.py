@@ -272,3 +272,24 @@ async def test_many_clients_joining_at_once_share_one_load(server: RunningServer
         assert all(text_of(client) == "seed" for client in clients)
     finally:
         await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_clients_joining_many_new_documents_at_once_all_get_in(
+    server: RunningServer,
+) -> None:
+    clients = [Client(server.url, f"fresh-{i}") for i in range(30)]
+    await asyncio.gather(*(client.connect() for client in clients))
+    await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_the_client_reports_every_update_it_receives(server: RunningServer) -> None:
+    received: list[bytes] = []
+    async with Client(server.url, "hooked", on_remote_update=received.append) as watcher:
+        assert len(received) == 1  # the first sync
+        async with Client(server.url, "hooked") as writer:
+            writer.doc.get("t", type=pycrdt.Text).insert(0, "seen")
+            await watcher.wait_for(lambda: text_of(watcher) == "seen")
+    copy: pycrdt.Doc[Any] = pycrdt.Doc()
+    for update in received:
+        copy.apply_update(update)
+    assert str(copy.get("t", type=pycrdt.Text)) == "seen"

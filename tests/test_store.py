@@ -164,3 +164,16 @@ async def test_doc_info_reports_size_and_log(db_path: Path) -> None:
     info = await store.doc_info("a")
     assert info is not None and (info.size, info.log_updates) == (4, 0)
     await store.close()
+
+
+async def test_many_documents_load_at_the_same_moment(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    for i in range(20):
+        await store.append(f"doc{i}", [b"%d" % i])
+        await store.save_snapshot(f"doc{i}", b"s%d" % i)
+        await store.append(f"doc{i}", [b"after%d" % i])
+    loaded = await asyncio.gather(*(store.load(f"doc{i}") for i in range(20)))
+    assert [(d.state, d.updates) for d in loaded] == [
+        (b"s%d" % i, [b"after%d" % i]) for i in range(20)
+    ]
+    await store.close()
