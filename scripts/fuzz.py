@@ -71,6 +71,8 @@ from pycrdt import write_var_uint
 
 from collab import protocol
 from collab.client import Client
+from collab.content import to_json
+from collab.roots import root_types
 from collab.update import UpdateFormatError, clock_ranges, decode_state_vector
 
 STATES = ("empty", "content", "pending", "syncing", "awareness", "large")
@@ -86,17 +88,6 @@ LOG_ALARMS = re.compile(
 # yrs' BlockIter::delete), which would stop this whole script. The fuzzed updates and
 # the rooms' initial content use the unprefixed roots.
 EDITOR_ROOTS = "e-"
-ROOTS = {
-    f"{prefix}{name}": kind
-    for prefix in ("", EDITOR_ROOTS)
-    for name, kind in (
-        ("text", pycrdt.Text),
-        ("plain", pycrdt.Text),
-        ("map", pycrdt.Map),
-        ("array", pycrdt.Array),
-        ("xml", pycrdt.XmlFragment),
-    )
-}
 WORDS = ["a", "hello ", "xyz", "Zoë", "😀!", "日本語", "\n", "q" * 40]
 
 
@@ -698,32 +689,37 @@ async def fuzz_worker(
 
 
 def view(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
-    """What a user sees of a document, read from a fresh copy of its state: the state
-    vector and the known roots (or the error reading one raises)."""
+    """What a user sees of a document: the state vector, and each root as the server's
+    JSON export shows it (its type read from its content, as collab.roots does), read
+    from a fresh copy of the document's state.
+
+    Reading a root as a type it does not have can make pycrdt loop forever (seen: a
+    fuzzed "array" root holding strings, read as an Array), so types are never assumed.
+    """
+    state = doc.get_update()
     copy: pycrdt.Doc[Any] = pycrdt.Doc()
     try:
-        copy.apply_update(doc.get_update())
+        copy.apply_update(state)
     except Exception as exc:  # noqa: BLE001 - reported as what the user sees
         return {"state_vector": f"state does not apply again: {exc!r}"}
     # Yrs lists some clients at clock 0 (it heard of them, holds nothing of theirs).
     vector = {c: n for c, n in decode_state_vector(copy.get_state()).items() if n}
     seen: dict[str, Any] = {"state_vector": vector}
-    for name, kind in ROOTS.items():
+    try:
+        types = root_types(state)
+    except UpdateFormatError as exc:
+        seen["roots"] = f"unreadable: {exc}"
+        return seen
+    for name, kind in sorted(types.items()):
         try:
-            root = copy.get(name, type=kind)
-            if isinstance(root, pycrdt.Text):
-                seen[name] = root.diff()
-            elif isinstance(root, pycrdt.Map | pycrdt.Array):
-                seen[name] = root.to_py()
-            else:
-                seen[name] = str(root)
+            seen[f"root {name!r}"] = to_json(copy, {name: kind}).get(name)
         except Exception as exc:  # noqa: BLE001 - a root a fuzzed update made unreadable
-            seen[name] = f"unreadable: {exc!r}"
+            seen[f"root {name!r}"] = f"unreadable: {exc!r}"
     return seen
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return [key for key in a if a.get(key) != b.get(key)]
+    return [key for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
 
 
 class Editor(Client):
