@@ -72,6 +72,7 @@ from pycrdt import write_var_uint
 from collab import protocol
 from collab.client import Client
 from collab.content import to_json
+from collab.lib0 import Reader
 from collab.roots import root_types
 from collab.update import UpdateFormatError, clock_ranges, decode_state_vector
 
@@ -688,22 +689,22 @@ async def fuzz_worker(
 # --- well-behaved clients ------------------------------------------------------------------
 
 
-def view(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
+def view_of_state(state: bytes) -> dict[str, Any]:
     """What a user sees of a document: the state vector, and each root as the server's
-    JSON export shows it (its type read from its content, as collab.roots does), read
-    from a fresh copy of the document's state.
+    JSON export shows it (its type read from its content, as collab.roots does).
 
     Reading a root as a type it does not have can make pycrdt loop forever (seen: a
-    fuzzed "array" root holding strings, read as an Array), so types are never assumed.
+    fuzzed "array" root holding strings, read as an Array), so types are never assumed;
+    and collab.roots itself can loop forever on fuzzed content: `views` runs this in a
+    child process, under a time limit.
     """
-    state = doc.get_update()
     copy: pycrdt.Doc[Any] = pycrdt.Doc()
     try:
         copy.apply_update(state)
     except Exception as exc:  # noqa: BLE001 - reported as what the user sees
         return {"state_vector": f"state does not apply again: {exc!r}"}
     # Yrs lists some clients at clock 0 (it heard of them, holds nothing of theirs).
-    vector = {c: n for c, n in decode_state_vector(copy.get_state()).items() if n}
+    vector = {str(c): n for c, n in decode_state_vector(copy.get_state()).items() if n}
     seen: dict[str, Any] = {"state_vector": vector}
     try:
         types = root_types(state)
@@ -716,6 +717,42 @@ def view(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - a root a fuzzed update made unreadable
             seen[f"root {name!r}"] = f"unreadable: {exc!r}"
     return seen
+
+
+VIEW_SECONDS = 30.0  # per batch of views
+
+
+async def views(states: list[bytes]) -> list[dict[str, Any]]:
+    """`view_of_state` of each state, computed in a child process (`_views`)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_views",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(VIEW_SECONDS):
+            out, _ = await child.communicate(pack(states))
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        hung = f"reading the document did not finish in {VIEW_SECONDS:.0f} s"
+        return [{"state_vector": hung} for _ in states]
+    if child.returncode != 0:
+        return [{"state_vector": f"reading the document failed ({child.returncode})"}] * len(states)
+    found: list[dict[str, Any]] = json.loads(out)
+    return found
+
+
+def serve_views() -> None:
+    """The `_views` subcommand: states (packed) on stdin, their views as JSON on stdout."""
+    import resource
+
+    limit = 2 * 1024 * MiB  # collab.roots allocates as it loops
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    states = unpack(sys.stdin.buffer.read())
+    json.dump([view_of_state(state) for state in states], sys.stdout, default=repr)
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -747,6 +784,14 @@ class Editor(Client):
 def pack(updates: list[bytes]) -> bytes:
     """Updates as one file: each with its varuint length before it."""
     return b"".join(write_var_uint(len(update)) + update for update in updates)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    reader = Reader(data, ValueError)
+    found = []
+    while reader.pos < len(data):
+        found.append(reader.var_bytes())
+    return found
 
 
 async def editor(client: Client, rng: random.Random, stop: asyncio.Event, presence: bool) -> int:
@@ -794,7 +839,8 @@ async def joined(url: str, room: str, timeout: float = 10.0) -> AsyncIterator[Cl
 
 async def fresh_view(url: str, room: str) -> dict[str, Any]:
     async with joined(url, room) as client:
-        return view(client.doc)
+        state = client.doc.get_update()
+    return (await views([state]))[0]
 
 
 async def converge(
@@ -816,15 +862,20 @@ async def converge(
     resynced: set[int] = set()
     while True:
         async with joined(url, room) as fresh:
-            reference = view(fresh.doc)
             fresh_state = fresh.doc.get_update()
+        reference, *seen = await views([fresh_state] + [c.doc.get_update() for c in editors])
         problems, behind = [], []
+        if isinstance(reference["state_vector"], str):
+            problems.append(
+                f"a fresh client's document cannot be read: {reference['state_vector']}"
+            )
+            break
         for number, client in enumerate(editors):
             if client.closed.is_set():
                 problems.append(
                     f"editor {number} was disconnected (close code {client.close_code})"
                 )
-            elif diff := differences(reference, view(client.doc)):
+            elif diff := differences(reference, seen[number]):
                 behind.append(number)
                 problems.append(
                     f"editor {number} differs from a fresh client in {diff}"
@@ -846,8 +897,9 @@ async def converge(
         for number, client in enumerate(editors):
             (evidence / f"editor{number}.bin").write_bytes(client.doc.get_update())
             (evidence / f"editor{number}-received.bin").write_bytes(pack(client.received))
-            seen = view(client.doc)
-            (evidence / f"editor{number}.json").write_text(json.dumps(seen, indent=1, default=repr))
+            (evidence / f"editor{number}.json").write_text(
+                json.dumps(seen[number], indent=1, default=repr)
+            )
         problems.append(f"documents saved in {evidence}")
     return problems, len(resynced)
 
@@ -1260,6 +1312,8 @@ async def restart_check(
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             summary.problems.append(f"{room}: after a restart, cannot be read: {exc!r}")
             continue
+        if isinstance(seen_after["state_vector"], str):
+            summary.problems.append(f"{room}: cannot be read: {seen_after['state_vector']}")
         if diff := differences(seen_before, seen_after):
             summary.problems.append(f"{room}: after a restart, a fresh client differs in {diff}")
         if clocks_before != clocks_after:
@@ -1335,6 +1389,9 @@ def as_json(summary: Summary) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["_views"]:
+        serve_views()
+        return 0
     options, args = parse_args(argv)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="collab-fuzz-"))
     directory.mkdir(parents=True, exist_ok=True)
