@@ -28,13 +28,26 @@ class Awareness:
     def apply(self, entries: Iterable[AwarenessEntry]) -> list[AwarenessEntry]:
         """Take in the entries that are news; return exactly those.
 
+        Entries are judged one after another, as stock clients do, so a newer and then an
+        older state of one client keeps the newer. As in y-protocols, a client never heard
+        of counts as being at clock 0.
+
         Raises:
             ProtocolError: a new state is not JSON; nothing was changed.
         """
-        news = [entry for entry in entries if self._is_news(entry)]
-        for entry in news:
-            if not entry.removed:
-                check_awareness_state(entry.state)
+        clocks: dict[int, int] = {}  # what this update has changed so far
+        present: dict[int, bool] = {}
+        news = []
+        for entry in entries:
+            client = entry.client_id
+            known = clocks.get(client, self._clocks.get(client, 0))
+            there = present.get(client, client in self._states)
+            if entry.clock > known or (entry.clock == known and entry.removed and there):
+                if not entry.removed:
+                    check_awareness_state(entry.state)
+                clocks[client] = entry.clock
+                present[client] = not entry.removed
+                news.append(entry)
         for entry in news:
             self._clocks[entry.client_id] = entry.clock
             if entry.removed:
@@ -42,13 +55,6 @@ class Awareness:
             else:
                 self._states[entry.client_id] = entry
         return news
-
-    def _is_news(self, entry: AwarenessEntry) -> bool:
-        # As in y-protocols, a client never heard of counts as being at clock 0.
-        known = self._clocks.get(entry.client_id, 0)
-        if entry.clock > known:
-            return True
-        return entry.clock == known and entry.removed and entry.client_id in self._states
 
     def remove(self, client_ids: Iterable[int]) -> list[AwarenessEntry]:
         """Drop the states of `client_ids`; return the removal entries to tell the room."""

@@ -1,26 +1,32 @@
 """Document: one Yjs document in memory, and what it has not been able to integrate yet.
 
-Yrs keeps structs and deletions whose dependencies are missing in a pending area that
-`Doc.get_update()` leaves out, and it loses pending parts when several of them arrive in
-separate updates that depend on each other. A snapshot that dropped them would lose
-edits. So the part of each update that did not integrate (its residue) is kept here as
-one merged update, re-applied whole after every later update (within one update Yrs
-resolves any order), and included in every full state.
+Parts of updates can wait: structs after a gap in their client's clocks (Yjs keeps them
+pending; Yrs would integrate them out of order, so the live document would show what its
+snapshot and every browser do not), and structs or deletions whose dependencies have not
+arrived (Yrs keeps those in a pending area that `Doc.get_update()` leaves out, and loses
+some when several arrive out of order). All of it is kept here as one merged update,
+tried again whenever something new is integrated (within one update Yrs resolves any
+order), and included in every full state, so no snapshot can lose it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pycrdt
 
 from collab.errors import ProtocolError, UpdateRejected
 from collab.protocol import EMPTY_UPDATE
-from collab.update import decode_state_vector, reaches_beyond
+from collab.update import UpdateFormatError, decode_state_vector, hold_gaps, reaches_beyond
+
+log = logging.getLogger(__name__)
+
+_MAX_RETRIES = 8  # each retry integrated something; a chain longer than this waits
 
 
 class Document:
-    """A pycrdt `Doc` plus the merged residue of the updates it has not integrated."""
+    """A pycrdt `Doc` plus the merged update of everything it has not integrated."""
 
     def __init__(self) -> None:
         self.ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -30,21 +36,103 @@ class Document:
     def has_pending(self) -> bool:
         return self._pending is not None
 
-    def apply(self, update: bytes) -> None:
+    def apply(self, update: bytes) -> tuple[bytes | None, list[bytes]]:
         """Apply one update.
+
+        Returns:
+            What of `update` the document integrated now (usually `update` itself; None
+            if all of it waits), and the earlier pending parts it made ready: together,
+            what peers should be sent.
 
         Raises:
             UpdateRejected: the update cannot be decoded; the document is unchanged.
         """
         try:
-            self.ydoc.apply_update(update)
-        except ValueError as exc:
+            ready, held = hold_gaps(update, self._clocks())
+            # Merging first also checks that Yrs can read the held part: a refusal must
+            # come before anything of the update is integrated.
+            pending = self._merged(held)
+        except (UpdateFormatError, ValueError) as exc:
             raise UpdateRejected(str(exc)) from exc
+        if ready is not None:
+            try:
+                self._integrate(ready)
+            except UpdateRejected:
+                if self._pending is None:
+                    raise
+                # Yrs may have failed on a part it keeps pending itself (an item whose
+                # parent turns out not to be a type): without that, try once more.
+                self._forget_yrs_pending()
+                self._integrate(ready)
+        self._pending = pending
+        if ready is not None:
+            self._keep(self._residue(ready))
+        unblocked = self._retry() if ready is not None and self._pending is not None else []
+        return ready, unblocked
+
+    def _integrate(self, update: bytes) -> None:
+        """Hand `update` to Yrs. Raises UpdateRejected for any failure of pycrdt."""
+        try:
+            self.ydoc.apply_update(update)
+        except Exception as exc:  # pycrdt raises ValueError and RuntimeError
+            raise UpdateRejected(str(exc)) from exc
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":  # pyo3's, a BaseException
+                raise
+            log.error("pycrdt panicked applying an update: %s", exc)
+            raise UpdateRejected(f"pycrdt panicked: {exc}") from None
+
+    def _forget_yrs_pending(self) -> None:
+        """Rebuild the Yrs document from its state, which leaves out what Yrs keeps
+        pending; all of that is in `self._pending` too, and is retried from there."""
+        fresh: pycrdt.Doc[Any] = pycrdt.Doc()
+        fresh.apply_update(self.ydoc.get_update())
+        self.ydoc = fresh
+        log.warning("rebuilt a document without the pending parts Yrs held")
+
+    def _merged(self, part: bytes | None) -> bytes | None:
+        """The pending update with `part` added. Raises ValueError if Yrs cannot read it."""
+        if part is None:
+            return self._pending
         if self._pending is None:
-            self._pending = self._residue(update)
-        else:
-            self.ydoc.apply_update(self._pending)
-            self._pending = self._residue(pycrdt.merge_updates(self._pending, update))
+            return pycrdt.merge_updates(part)
+        return pycrdt.merge_updates(self._pending, part)
+
+    def _keep(self, part: bytes | None) -> None:
+        self._pending = self._merged(part)
+
+    def _retry(self) -> list[bytes]:
+        """Integrate what of the pending parts has become ready; return it."""
+        integrated: list[bytes] = []
+        for _ in range(_MAX_RETRIES):
+            pending, self._pending = self._pending, None
+            assert pending is not None
+            clocks = self.ydoc.get_state()
+            try:
+                ready, held = hold_gaps(pending, decode_state_vector(clocks))
+            except UpdateFormatError as exc:
+                log.warning("dropped pending parts that cannot be read: %s", exc)
+                return integrated
+            self._keep(held)
+            if ready is None:
+                return integrated
+            try:
+                self._integrate(ready)
+            except UpdateRejected as exc:
+                # e.g. an item whose parent turned out to be a string: it can never apply.
+                log.warning("dropped pending parts that can never apply: %s", exc)
+                return integrated
+            residue = self._residue(ready)
+            self._keep(residue)
+            if residue is not None and self.ydoc.get_state() == clocks:
+                return integrated  # nothing new came of it
+            integrated.append(ready)
+            if self._pending is None:
+                return integrated
+        return integrated
+
+    def _clocks(self) -> dict[int, int]:
+        return decode_state_vector(self.ydoc.get_state())
 
     def _residue(self, update: bytes) -> bytes | None:
         """The part of `update` the document has not integrated, if any."""
@@ -66,7 +154,7 @@ class Document:
         """
         try:
             return pycrdt.get_update(update, self.ydoc.get_state())[0] != 0
-        except ValueError as exc:
+        except Exception as exc:  # pycrdt raises ValueError and RuntimeError
             raise UpdateRejected(str(exc)) from exc
 
     def state_vector(self) -> bytes:
@@ -82,9 +170,16 @@ class Document:
             update = self.ydoc.get_update(state_vector)
         except ValueError as exc:
             raise ProtocolError(f"bad state vector: {exc}") from exc
-        return update if self._pending is None else pycrdt.merge_updates(update, self._pending)
+        return self._with_pending(update)
 
     def state(self) -> bytes:
-        """The full state, the pending residue included: what a snapshot must hold."""
-        update = self.ydoc.get_update()
-        return update if self._pending is None else pycrdt.merge_updates(update, self._pending)
+        """The full state, the pending parts included: what a snapshot must hold."""
+        return self._with_pending(self.ydoc.get_update())
+
+    def _with_pending(self, update: bytes) -> bytes:
+        if self._pending is None:
+            return update
+        # Only what the document lacks: a pending struct whose id it has meanwhile
+        # integrated (from another update with the same id) must not win in the merge.
+        lacking = pycrdt.get_update(self._pending, self.ydoc.get_state())
+        return pycrdt.merge_updates(update, lacking)

@@ -7,7 +7,8 @@ protocol reports `ProtocolError` and the update reader `UpdateFormatError`.
 
 from __future__ import annotations
 
-_MAX_VARUINT_BYTES = 10  # 64 bits; lib0 itself stops at 53.
+_MAX_VARUINT_BYTES = 10  # enough for 64 bits; lib0 itself stops at 53
+_MAX_VARUINT = 2**64 - 1
 
 
 class Reader:
@@ -36,6 +37,8 @@ class Reader:
             pos += 1
             result |= (byte & 0x7F) << shift
             if byte < 0x80:
+                if result > _MAX_VARUINT:
+                    break  # ten bytes carry 70 bits
                 self.pos = pos
                 return result
         raise self.error("integer longer than 64 bits")

@@ -35,6 +35,7 @@ EMPTY_UPDATE = b"\x00\x00"
 # A state vector of a document that knows nothing.
 EMPTY_STATE_VECTOR = b"\x00"
 NULL_STATE = b"null"
+MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's, and so lib0's
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,21 +133,29 @@ def decode_awareness(payload: bytes) -> tuple[AwarenessEntry, ...]:
         for _ in range(count)
     )
     reader.expect_end()
+    # Relayed entries are decoded by lib0 in every browser, which throws past 2**53 - 1.
+    if any(e.client_id > MAX_SAFE_INTEGER or e.clock > MAX_SAFE_INTEGER for e in entries):
+        raise ProtocolError("awareness client id or clock beyond 2**53 - 1")
     return entries
 
 
 def check_awareness_state(state: bytes) -> None:
-    """Raise `ProtocolError` unless `state` is the JSON text of an object or `null`.
+    """Raise `ProtocolError` unless `state` is what stock clients can `JSON.parse`: UTF-8
+    text of a JSON object (or `null`), without NaN or Infinity.
 
-    Stock clients `JSON.parse` every state they receive, so one bad state relayed would
-    break every editor in the room.
+    Stock clients parse every state they receive, so one bad state relayed would break
+    every editor in the room.
     """
     try:
-        value = json.loads(state)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("awareness state is not JSON") from exc
+        value = json.loads(state.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"awareness state is not JSON that browsers parse: {exc}") from None
     if value is not None and not isinstance(value, dict):
         raise ProtocolError("awareness state is not a JSON object")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _var_bytes(payload: bytes) -> bytes:

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 _MERGE_GROUP = 32  # merge_updates is cheap for tens of updates, superlinear for hundreds
 _DENIAL_INTERVAL = 1.0  # seconds between two "not saved" notices to one peer
 
+_Part = tuple["Peer | None", bytes]  # an integrated update, and who sent it (None: all)
+
 
 class Room:
     """A document while it is loaded. Create with `await Room.load(...)`."""
@@ -45,7 +47,8 @@ class Room:
         self._store = store
         self._settings = settings
         self._owners: dict[int, Peer] = {}
-        self._unsaved: list[tuple[Peer | None, bytes]] = []
+        # Applied but not yet committed: (sender, update as received, what to broadcast).
+        self._unsaved: list[tuple[Peer | None, bytes, list[_Part]]] = []
         self._applied = 0  # updates applied to the document
         self._durable = 0  # ... of which committed to the store
         self._held: deque[tuple[int, Peer, list[bytes]]] = deque()
@@ -163,9 +166,13 @@ class Room:
         quota = self._settings.max_doc_bytes
         if self._size + len(update) > quota:
             raise QuotaExceeded(f"the document would pass its size quota of {quota} bytes")
-        self.document.apply(update)
+        ready, unblocked = self.document.apply(update)
         self._size += len(update)
-        self._unsaved.append((sender, update))
+        # Peers get what the document integrated: a part held for a clock gap goes out
+        # when it is ready, to everyone (it may not be the unblocking sender's).
+        parts: list[_Part] = [(sender, ready)] if ready is not None else []
+        parts += [(None, part) for part in unblocked]
+        self._unsaved.append((sender, update, parts))
         self._applied += 1
         self._wakeup.set()
 
@@ -206,18 +213,18 @@ class Room:
             merged = updates[0]
         return [protocol.encode_update(piece) for piece in self._split(merged)]
 
-    def _broadcast(self, batch: list[tuple[Peer | None, bytes]]) -> None:
-        """Send a committed batch to every peer, each without its own updates."""
-        if not self.peers:
+    def _broadcast(self, parts: list[_Part]) -> None:
+        """Send committed updates to every peer, each without its own."""
+        if not self.peers or not parts:
             return
-        senders = {sender for sender, _ in batch}
-        frames = self._update_frames([update for _, update in batch])
+        senders = {sender for sender, _ in parts}
+        frames = self._update_frames([update for _, update in parts])
         for peer in self.peers:
             if peer not in senders:
                 for frame in frames:
                     peer.send(frame)
                 continue
-            others = [update for sender, update in batch if sender is not peer]
+            others = [update for sender, update in parts if sender is not peer]
             for frame in self._update_frames(others) if others else ():
                 peer.send(frame)
 
@@ -268,7 +275,7 @@ class Room:
         delay = 0.1
         while True:
             try:
-                await self._store.append(self.name, [update for _, update in batch])
+                await self._store.append(self.name, [update for _, update, _ in batch])
                 break
             except StoreError as exc:
                 log.error("%s: %d updates not stored yet, retrying: %s", self.name, len(batch), exc)
@@ -276,7 +283,7 @@ class Room:
                 delay = min(delay * 2, 5.0)
         self._durable += len(batch)
         self._count_unsnapshotted(len(batch))
-        self._broadcast(batch)
+        self._broadcast([part for _, _, parts in batch for part in parts])
         while self._held and self._held[0][0] <= self._durable:
             _, peer, frames = self._held.popleft()
             if peer in self.peers:

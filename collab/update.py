@@ -64,6 +64,7 @@ class _Layout:
     blocks: list[_Block]
     # (client, start offset, end offset, [(clock, length), ...]) per client of the delete set
     deletes: list[tuple[int, int, int, list[tuple[int, int]]]]
+    delete_set_start: int = 0  # offset of the delete set, its count included
 
 
 class _Reader(Reader):
@@ -113,7 +114,10 @@ class _Reader(Reader):
                 self.var_bytes()
             return count, None
         if ref == STRING:
-            text = self.var_bytes().decode("utf-8", "surrogatepass")
+            try:
+                text = self.var_bytes().decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError as exc:
+                raise UpdateFormatError(f"a string is not UTF-8: {exc}") from None
             return len(text.encode("utf-16-le", "surrogatepass")) // 2, None
         if ref == ANY:
             count = self.var_uint()
@@ -173,13 +177,14 @@ def _layout(update: bytes) -> _Layout:
         block.structs = [reader.struct() for _ in range(count)]
         blocks.append(block)
     deletes = []
+    delete_set_start = reader.pos
     for _ in range(reader.var_uint()):
         start = reader.pos
         client = reader.var_uint()
         ranges = [(reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())]
         deletes.append((client, start, reader.pos, ranges))
     reader.expect_end()
-    return _Layout(blocks, deletes)
+    return _Layout(blocks, deletes, delete_set_start)
 
 
 def structs(update: bytes) -> list[tuple[ID, Struct]]:
@@ -218,6 +223,60 @@ def clock_ranges(update: bytes) -> dict[int, tuple[int, int]]:
                 ranges[block.client] = (min(first, clock), max(end, clock + struct.length))
             clock += struct.length
     return ranges
+
+
+def hold_gaps(update: bytes, state_vector: dict[int, int]) -> tuple[bytes | None, bytes | None]:
+    """Split `update` into what a document at `state_vector` can integrate now, and the
+    structs that follow a gap in their client's clocks (None for an empty part).
+
+    Yjs keeps a struct pending until every earlier clock of its client has arrived; Yrs
+    integrates it out of order, so a document would show what its own snapshot, and
+    every browser, do not. The delete set goes with the part ready now.
+
+    Raises:
+        UpdateFormatError: `update` is not a readable v1 update.
+    """
+    reader = _Reader(update)
+    blocks = reader.var_uint()
+    if blocks == 0:
+        return update, None
+    if blocks == 1 and reader.var_uint() == 1:  # one struct: no gap inside it
+        client, clock = reader.var_uint(), reader.var_uint()
+        if clock <= state_vector.get(client, 0):
+            return update, None
+    layout = _layout(update)
+    ready: list[bytes] = []
+    held: list[bytes] = []
+    for block in layout.blocks:
+        expected = state_vector.get(block.client, 0)
+        clock, cut = block.clock, len(block.structs)
+        for index, struct in enumerate(block.structs):
+            if not struct.is_skip:
+                if clock > expected:
+                    cut = index
+                    break
+                expected = max(expected, clock + struct.length)
+            clock += struct.length
+        if cut:
+            ready.append(_segment(update, block, 0, cut))
+        if cut < len(block.structs):
+            held.append(_segment(update, block, cut, len(block.structs)))
+    if not held:
+        return update, None
+    deletes = update[layout.delete_set_start :]
+    now = write_var_uint(len(ready)) + b"".join(ready) + deletes
+    later = write_var_uint(len(held)) + b"".join(held) + b"\x00"
+    return (None if now == EMPTY else now), later
+
+
+EMPTY = b"\x00\x00"
+
+
+def _segment(update: bytes, block: _Block, first: int, end: int) -> bytes:
+    """Structs `first` to `end` (exclusive) of `block` as a block of their own."""
+    clock = block.clock + sum(struct.length for struct in block.structs[:first])
+    header = b"".join(write_var_uint(n) for n in (end - first, block.client, clock))
+    return header + update[block.structs[first].start : block.structs[end - 1].end]
 
 
 def reaches_beyond(update: bytes, state_vector: dict[int, int]) -> bool:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _CLOSE_WAIT_SECONDS = 5.0
 _YIELD_EVERY = 32
 _BURST_SECONDS = 5.0
+_SLOW_MESSAGE_SECONDS = 0.1
 
 
 def is_room_request(request: web.Request) -> bool:
@@ -183,13 +184,20 @@ async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Set
             return
         if message.type is WSMsgType.BINARY:
             try:
-                room.receive(peer, protocol.decode(message.data))
+                decoded = protocol.decode(message.data)
+                room.receive(peer, decoded)
             except UnsupportedMessage as exc:
                 _refuse(peer, CLOSE_UNSUPPORTED, str(exc))
                 return
             except ProtocolError as exc:
                 _refuse(peer, CLOSE_PROTOCOL_ERROR, str(exc))
                 return
+            took = time.monotonic() - now
+            if took > _SLOW_MESSAGE_SECONDS:
+                # Every other connection of this process waited that long.
+                log.warning(
+                    "%s: a %d-byte %s took %.0f ms", peer, size, type(decoded).__name__, took * 1000
+                )
         elif message.type is WSMsgType.TEXT:
             _refuse(peer, CLOSE_UNSUPPORTED, "text frames are not part of the protocol")
             return

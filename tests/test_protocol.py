@@ -103,8 +103,8 @@ payloads = st.binary(max_size=2000)
 entries = st.lists(
     st.builds(
         AwarenessEntry,
-        st.integers(0, 2**53),
-        st.integers(0, 2**53),
+        st.integers(0, protocol.MAX_SAFE_INTEGER),
+        st.integers(0, protocol.MAX_SAFE_INTEGER),
         st.text(max_size=50).map(str.encode),
     ),
     max_size=20,
