@@ -71,12 +71,16 @@ class _Index:
     def home(self, struct: Struct) -> Home | None:
         """The parent of `struct` and whether it is a map entry; None for a GC-ed item."""
         chain: list[Struct] = []
+        seen: set[int] = set()
         home: Home | None = None
         current: Struct | None = struct
         while current is not None:
             if id(current) in self._homes:
                 home = self._homes[id(current)]
                 break
+            if id(current) in seen:
+                break  # a cycle of origins (only a forged update has one): no home
+            seen.add(id(current))
             chain.append(current)
             if current.kind in (GC, SKIP):
                 break
