@@ -105,7 +105,9 @@ class Options:
     settle_seconds: float = 30.0  # aiohttp holds a server-closed connection ~20 s
     converge_seconds: float = 15.0
     oversize_every: int = 400  # about one oversize frame per this many frames
+    phase_seconds: float = 300.0  # a phase still sending after this is cut short
     server_args: list[str] = field(default_factory=list)
+    progress: bool = False  # print each phase as it ends
 
     def plan(self) -> list[str]:
         return [state for _ in range(self.rounds) for state in self.states]
@@ -1048,14 +1050,7 @@ class Summary:
         if f.refused:
             lines.append(f"upgrades refused: {_counts(f.refused)}")
         lines.append(f"setup: {self.setup}")
-        for phase in self.phases:
-            status = "ok" if not phase.problems else "; ".join(phase.problems)
-            lines.append(
-                f"phase {phase.index:2d} {phase.state:<9} {phase.frames:7d} frames "
-                f"{phase.seconds:6.1f} s  edits {phase.edits:5d}  joins {phase.joins:4d}  "
-                f"resynced {phase.resynced}  "
-                f"RSS {phase.rss_mb:6.1f} MiB  {status}"
-            )
+        lines += [phase_line(phase) for phase in self.phases]
         lines.append("RSS timeline (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in self.rss))
         for state in dict.fromkeys(phase.state for phase in self.phases):
             runs = [phase.rss_mb for phase in self.phases if phase.state == state]
@@ -1081,6 +1076,15 @@ class Summary:
             lines.append(f"  PROBLEM: {problem}")
         lines.append("RESULT: " + ("ok" if self.ok else "FAILED"))
         return "\n".join(lines)
+
+
+def phase_line(phase: PhaseResult) -> str:
+    status = "ok" if not phase.problems else "; ".join(phase.problems)
+    return (
+        f"phase {phase.index:2d} {phase.state:<9} {phase.frames:7d} frames "
+        f"{phase.seconds:6.1f} s  edits {phase.edits:5d}  joins {phase.joins:4d}  "
+        f"resynced {phase.resynced}  RSS {phase.rss_mb:6.1f} MiB  {status}"
+    )
 
 
 def _counts(counter: Counter[Any]) -> str:
@@ -1138,6 +1142,8 @@ async def run(options: Options, directory: Path) -> Summary:
                 phase.frames = per_phase
                 result = await run_phase(session, server, phase, corpus, options, rng, summary)
                 summary.phases.append(result)
+                if options.progress:
+                    print(phase_line(result), flush=True)
                 summary.rss.append((f"{index}:{state}", result.rss_mb))
                 if not server.alive():
                     summary.problems.append(f"server died during phase {index}: {server.tail()}")
@@ -1241,7 +1247,19 @@ async def run_phase(
         )
         for _ in range(options.workers)
     ]
+
+    async def cut_short() -> None:
+        await asyncio.sleep(options.phase_seconds)
+        sent = summary.figures.total_frames - before
+        problems.append(
+            f"cut short after {options.phase_seconds:.0f} s with {sent} of {phase.frames} "
+            f"frames sent: the server slowed down to {sent / options.phase_seconds:.0f} frames/s"
+        )
+        budget[0] = 0
+
+    watchdog = asyncio.create_task(cut_short())
     await asyncio.gather(*workers)
+    watchdog.cancel()
     stop.set()
     edits = sum(await asyncio.gather(*tasks))
     if churner is not None:
@@ -1345,6 +1363,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument(
         "--converge", type=float, default=Options.converge_seconds, help="seconds per check"
     )
+    parser.add_argument(
+        "--phase-seconds", type=float, default=Options.phase_seconds, help="cut a phase short"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the run's files")
     parser.add_argument("--json", type=Path, default=None, help="also write figures as JSON")
@@ -1363,7 +1384,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         max_message_bytes=args.max_message_bytes,
         settle_seconds=args.settle,
         converge_seconds=args.converge,
+        phase_seconds=args.phase_seconds,
         server_args=server_args,
+        progress=True,
     )
     return options, args
 

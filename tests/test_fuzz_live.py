@@ -18,6 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import aiohttp
 import pycrdt
@@ -80,7 +81,8 @@ async def test_short_fuzz_run_against_the_live_server(tmp_path: Path) -> None:
     assert summary.setup["large bytes"] > 256 * 1024, report
     assert summary.setup["pending held"] == [True], report
     assert sum(phase.edits for phase in summary.phases) > 50, report
-    assert summary.setup.get("restart checked rooms") == 5, report
+    # The empty room is checked too when a mutated update happened to land in it.
+    assert summary.setup.get("restart checked rooms", 0) >= 5, report
 
     # Memory settles: a second run of the same phase adds little (generous bound; the
     # absolute figure depends on the machine).
@@ -203,3 +205,24 @@ async def test_content_after_a_clock_gap_looks_the_same_to_everyone(
         async with Client(server.url, "doc") as late:
             seen_late = late.doc.get("m", type=pycrdt.Map).to_py()
     assert seen_early == seen_late
+
+
+# Client 1, two items whose left origins are each other: (1, 0) after (1, 1), (1, 1)
+# after (1, 0). The server keeps it as pending; collab.roots follows origins to find an
+# item's parent and never stops, allocating as it goes.
+ORIGIN_CYCLE = bytes.fromhex("01020100880101017701788801000177017800")
+
+
+@pytest.mark.timeout(60)
+async def test_a_cycle_of_origins_cannot_hang_the_export(server_process: Any) -> None:
+    """Found: after this 19-byte update, GET /api/docs/{name} never answers; the export
+    thread spins in roots._Index.home and the server's memory grows about 5 MB/s, and
+    SIGTERM no longer stops the server. Run in a child process, killed at teardown."""
+    server = server_process()
+    server.start()
+    url = f"{server.url}/doc"
+    assert await _send_and_sync(url, [protocol.encode_update(ORIGIN_CYCLE)]) in (None, 1002)
+    http = url.replace("ws://", "http://").replace("/doc", "/api/docs/doc")
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(10), session.get(http) as response:
+            assert response.status in (200, 404, 409)
