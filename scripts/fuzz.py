@@ -945,8 +945,15 @@ async def make_pending(url: str, session: aiohttp.ClientSession, room: str, clie
                 if isinstance(protocol.decode(message.data), protocol.SyncStep2):
                     break
     state = await stored_state(session, url, room)
-    integrated = decode_state_vector(_doc_of(state).get_state())
-    return client_id in clock_ranges(state) and client_id not in integrated
+    try:
+        integrated = decode_state_vector(_doc_of(state).get_state())
+        return client_id in clock_ranges(state) and client_id not in integrated
+    except Exception as exc:  # pycrdt cannot load the room's state
+        raise RoomUnreadable(f"{room}: pycrdt cannot load its stored state: {exc!r}") from exc
+
+
+class RoomUnreadable(Exception):
+    """A room's state that pycrdt refuses to load."""
 
 
 def _doc_of(update: bytes) -> pycrdt.Doc[Any]:
@@ -1135,7 +1142,7 @@ async def run(options: Options, directory: Path) -> Summary:
                     phase = await prepare(
                         session, server, rooms, index, state, rng, options, summary
                     )
-                except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                except (aiohttp.ClientError, TimeoutError, ConnectionError, RoomUnreadable) as exc:
                     summary.problems.append(f"phase {index} ({state}): cannot set up: {exc!r}")
                     continue
                 used.add(phase.room)
