@@ -7,11 +7,16 @@ arrived (Yrs keeps those in a pending area that `Doc.get_update()` leaves out, a
 some when several arrive out of order). All of it is kept here as one merged update,
 tried again whenever something new is integrated (within one update Yrs resolves any
 order), and included in every full state, so no snapshot can lose it.
+
+Peers are sent what Yrs reports it integrated, never the bytes as received: a received
+update may repeat ids this document holds with other content, or carry parts that wait
+here, and a peer given those bytes would integrate them where this document did not.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import pycrdt
@@ -25,28 +30,50 @@ log = logging.getLogger(__name__)
 _MAX_RETRIES = 8  # each retry integrated something; a chain longer than this waits
 
 
+@dataclass(slots=True)
+class Applied:
+    """What applying one update changed: the updates Yrs integrated, in order (empty if
+    nothing was new), and whether they may hold more than the sender's own update (parts
+    that waited here), so that the sender needs them too."""
+
+    updates: list[bytes] = field(default_factory=list)
+    for_sender: bool = False
+
+
 class Document:
     """A pycrdt `Doc` plus the merged update of everything it has not integrated."""
 
     def __init__(self) -> None:
-        self.ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self._integrated: list[bytes] = []
+        self.ydoc: pycrdt.Doc[Any] = self._observed(pycrdt.Doc())
         self._pending: bytes | None = None
+
+    def _observed(self, ydoc: pycrdt.Doc[Any]) -> pycrdt.Doc[Any]:
+        self._subscription = ydoc.observe(self._on_transaction)
+        return ydoc
+
+    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        update: bytes = event.update
+        if update != EMPTY_UPDATE:
+            self._integrated.append(update)
 
     @property
     def has_pending(self) -> bool:
         return self._pending is not None
 
-    def apply(self, update: bytes) -> tuple[bytes | None, list[bytes]]:
+    def apply(self, update: bytes) -> Applied:
         """Apply one update.
 
         Returns:
-            What of `update` the document integrated now (usually `update` itself; None
-            if all of it waits), and the earlier pending parts it made ready: together,
-            what peers should be sent.
+            What the document integrated now, which is what peers should be sent: usually
+            the new part of `update`; nothing if all of it waits or was known; with the
+            earlier pending parts it made ready.
 
         Raises:
             UpdateRejected: the update cannot be decoded; the document is unchanged.
         """
+        had_pending = self._pending is not None
+        self._integrated = []
         try:
             ready, held = hold_gaps(update, self._clocks())
             # Merging first also checks that Yrs can read the held part: a refusal must
@@ -67,8 +94,11 @@ class Document:
         self._pending = pending
         if ready is not None:
             self._keep(self._residue(ready))
-        unblocked = self._retry() if ready is not None and self._pending is not None else []
-        return ready, unblocked
+            if self._pending is not None:
+                self._retry()
+        applied = Applied(self._integrated, for_sender=had_pending)
+        self._integrated = []
+        return applied
 
     def _integrate(self, update: bytes) -> None:
         """Hand `update` to Yrs. Raises UpdateRejected for any failure of pycrdt."""
@@ -87,7 +117,7 @@ class Document:
         pending; all of that is in `self._pending` too, and is retried from there."""
         fresh: pycrdt.Doc[Any] = pycrdt.Doc()
         fresh.apply_update(self.ydoc.get_update())
-        self.ydoc = fresh
+        self.ydoc = self._observed(fresh)
         log.warning("rebuilt a document without the pending parts Yrs held")
 
     def _merged(self, part: bytes | None) -> bytes | None:
@@ -101,9 +131,8 @@ class Document:
     def _keep(self, part: bytes | None) -> None:
         self._pending = self._merged(part)
 
-    def _retry(self) -> list[bytes]:
-        """Integrate what of the pending parts has become ready; return it."""
-        integrated: list[bytes] = []
+    def _retry(self) -> None:
+        """Integrate what of the pending parts has become ready."""
         for _ in range(_MAX_RETRIES):
             pending, self._pending = self._pending, None
             assert pending is not None
@@ -112,24 +141,20 @@ class Document:
                 ready, held = hold_gaps(pending, decode_state_vector(clocks))
             except UpdateFormatError as exc:
                 log.warning("dropped pending parts that cannot be read: %s", exc)
-                return integrated
+                return
             self._keep(held)
             if ready is None:
-                return integrated
+                return
             try:
                 self._integrate(ready)
             except UpdateRejected as exc:
                 # e.g. an item whose parent turned out to be a string: it can never apply.
                 log.warning("dropped pending parts that can never apply: %s", exc)
-                return integrated
+                return
             residue = self._residue(ready)
             self._keep(residue)
-            if residue is not None and self.ydoc.get_state() == clocks:
-                return integrated  # nothing new came of it
-            integrated.append(ready)
-            if self._pending is None:
-                return integrated
-        return integrated
+            if self._pending is None or (residue is not None and self.ydoc.get_state() == clocks):
+                return  # all done, or nothing new came of it
 
     def _clocks(self) -> dict[int, int]:
         return decode_state_vector(self.ydoc.get_state())
@@ -161,16 +186,19 @@ class Document:
         return self.ydoc.get_state()
 
     def diff(self, state_vector: bytes) -> bytes:
-        """Everything this document has that a peer at `state_vector` lacks.
+        """Everything this document has integrated that a peer at `state_vector` lacks.
+
+        Pending parts stay out: peers get them when they integrate here, as part of the
+        update that unblocks them. Sent early, a Yrs peer integrates a struct after a clock
+        gap that this document (and every Yjs peer) holds back, and its copy diverges.
 
         Raises:
             ProtocolError: `state_vector` is not a valid state vector.
         """
         try:
-            update = self.ydoc.get_update(state_vector)
+            return self.ydoc.get_update(state_vector)
         except ValueError as exc:
             raise ProtocolError(f"bad state vector: {exc}") from exc
-        return self._with_pending(update)
 
     def state(self) -> bytes:
         """The full state, the pending parts included: what a snapshot must hold."""

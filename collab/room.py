@@ -166,12 +166,12 @@ class Room:
         quota = self._settings.max_doc_bytes
         if self._size + len(update) > quota:
             raise QuotaExceeded(f"the document would pass its size quota of {quota} bytes")
-        ready, unblocked = self.document.apply(update)
+        applied = self.document.apply(update)
         self._size += len(update)
-        # Peers get what the document integrated: a part held for a clock gap goes out
-        # when it is ready, to everyone (it may not be the unblocking sender's).
-        parts: list[_Part] = [(sender, ready)] if ready is not None else []
-        parts += [(None, part) for part in unblocked]
+        # Peers get what the document integrated. When parts that waited here came with
+        # it, they may not be the sender's own: then the sender gets it all too.
+        owner = None if applied.for_sender else sender
+        parts: list[_Part] = [(owner, integrated) for integrated in applied.updates]
         self._unsaved.append((sender, update, parts))
         self._applied += 1
         self._wakeup.set()

@@ -50,7 +50,7 @@ def test_state_holds_updates_still_waiting_for_their_dependencies() -> None:
     assert content(later.ydoc) == content(original)
 
 
-def test_diff_against_a_peer_includes_pending_parts() -> None:
+def test_a_peer_holding_the_missing_piece_converges_without_seeing_pending_parts() -> None:
     original = random_doc(4, clients=2, steps=40)
     first, *rest = split_update(original.get_update(), 100)
     document = Document()
@@ -58,8 +58,18 @@ def test_diff_against_a_peer_includes_pending_parts() -> None:
         document.apply(piece)
     peer: pycrdt.Doc[Any] = pycrdt.Doc()
     peer.apply_update(first)
+    # The sync answer holds only what the document integrated: a Yrs peer would integrate
+    # a held part out of order, where the document (and every Yjs peer) waits.
+    assert document.has_pending
     peer.apply_update(document.diff(peer.get_state()))
+    # The peer's own answer brings the missing piece; what that unblocks goes back to it.
+    applied = document.apply(peer.get_update(document.state_vector()))
+    assert not document.has_pending
+    assert applied.for_sender  # it brings parts the peer never had
+    for part in applied.updates:
+        peer.apply_update(part)
     assert content(peer) == content(original)
+    assert content(document.ydoc) == content(original)
 
 
 def test_undecodable_update_is_rejected_and_changes_nothing() -> None:
