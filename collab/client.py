@@ -24,6 +24,7 @@ import aiohttp
 import pycrdt
 
 from collab import protocol
+from collab.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -229,20 +230,36 @@ class Client:
         try:
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.BINARY:
-                    self._handle(protocol.decode(message.data))
+                    self._receive(message.data)
                     self._changed.set()
         finally:
             self.close_code = ws.close_code
             self.closed.set()
             self._changed.set()
 
+    def _receive(self, data: bytes) -> None:
+        """Handle one frame. A message that cannot be read or applied is logged and
+        skipped, as stock providers do: one bad frame must not end the connection."""
+        try:
+            self._handle(protocol.decode(data))
+        except ProtocolError as exc:
+            log.warning("%s: skipped a message that cannot be read: %s", self.url, exc)
+        except Exception as exc:  # noqa: BLE001 - pycrdt raises ValueError and RuntimeError
+            log.warning("%s: skipped an update that does not apply: %r", self.url, exc)
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":  # pyo3's, a BaseException
+                raise
+            log.warning("%s: pycrdt panicked applying an update: %s", self.url, exc)
+
     def _handle(self, message: protocol.Message) -> None:
         match message:
             case protocol.SyncStep1(state_vector):
                 self._send(protocol.encode_sync_step2(self.doc.get_update(state_vector)))
             case protocol.SyncStep2(update):
-                self._apply_remote(update)
-                self.synced.set()
+                try:
+                    self._apply_remote(update)
+                finally:
+                    self.synced.set()  # the server answered; what applied is all we get
             case protocol.SyncUpdate(update):
                 self._apply_remote(update)
             case protocol.AwarenessUpdate(entries):
