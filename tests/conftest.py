@@ -14,9 +14,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import settings as hypothesis_settings
 
 from collab.app import start
 from collab.config import Settings
+
+# Example counts stay as each test sets them; no per-example deadline, since CI machines
+# are shared and a slow example is not a wrong one.
+hypothesis_settings.register_profile("collab", deadline=None)
+hypothesis_settings.load_profile("collab")
 
 
 @dataclasses.dataclass

@@ -199,9 +199,10 @@ async def test_cors_answers_only_the_configured_origins(make_server: MakeServer)
 
 
 async def test_an_expiring_token_closes_its_connection_with_4501(secured: RunningServer) -> None:
-    async with Client(secured.url, "doc", params={"token": token("doc", ttl=1.5)}) as short:
+    # Expiry is in whole seconds: a ttl of 3 leaves 2 to 3 s, time enough to connect.
+    async with Client(secured.url, "doc", params={"token": token("doc", ttl=3)}) as short:
         async with Client(secured.url, "doc", params={"token": token("doc")}) as other:
-            await asyncio.wait_for(short.closed.wait(), 5)
+            await asyncio.wait_for(short.closed.wait(), 10)
             assert short.close_code == 4501
             assert not other.closed.is_set()
 

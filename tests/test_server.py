@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ import pycrdt
 import pytest
 
 from collab import protocol
+from collab.appkeys import ROOMS
 from collab.client import Client
 from tests.conftest import RunningServer
 
@@ -261,15 +263,24 @@ async def test_large_state_arrives_in_frames_under_the_chunk_size(
     assert str(doc.get("t", type=pycrdt.Text)) == expected
 
 
-async def test_many_clients_joining_at_once_share_one_load(server: RunningServer) -> None:
+async def test_many_clients_joining_at_once_share_one_load(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(room_grace_seconds=0.1)
+    rooms = server.runner.app[ROOMS]
     async with Client(server.url, "storm") as seed:
         seed.doc.get("t", type=pycrdt.Text).insert(0, "seed")
         await seed.flush()
-        await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        while rooms.get("storm") is not None:  # unloaded: the joins below must load it
+            await asyncio.sleep(0.05)
+    caplog.set_level(logging.DEBUG, logger="collab.rooms")
     clients = [Client(server.url, "storm") for _ in range(30)]
     await asyncio.gather(*(client.connect() for client in clients))
     try:
         assert all(text_of(client) == "seed" for client in clients)
+        loads = [r for r in caplog.records if r.getMessage() == "storm: loaded"]
+        assert len(loads) == 1
     finally:
         await asyncio.gather(*(client.close() for client in clients))
 
