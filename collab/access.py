@@ -26,8 +26,10 @@ from collab.errors import (
     Conflict,
     DatabaseInUse,
     DocNotFound,
+    Forbidden,
     NotFound,
     StoreError,
+    Unauthorized,
 )
 from collab.lockfile import DatabaseLock, holder
 from collab.rooms import Rooms
@@ -86,7 +88,13 @@ class LocalAccess:
         return await self._documents.compact(progress)
 
 
-_ERRORS: dict[int, type[CollabError]] = {400: BadRequest, 404: NotFound, 409: Conflict}
+_ERRORS: dict[int, type[CollabError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
 
 
 class RemoteAccess:
@@ -117,6 +125,8 @@ class RemoteAccess:
             message = body.decode(errors="replace")[:200]
         if status == 404 and message.startswith("no document"):
             return DocNotFound(message)
+        if status == 401:
+            message += " (give --token, or --auth-secret to mint one)"
         return _ERRORS.get(status, StoreError)(message)
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
@@ -159,13 +169,14 @@ class RemoteAccess:
 
 @asynccontextmanager
 async def connect(
-    settings: Settings, *, server: str | None = None, create: bool = False
+    settings: Settings, *, server: str | None = None, create: bool = False, token: str = ""
 ) -> AsyncIterator[DocumentAccess]:
     """Reach the documents of `settings.db`: through `server` if given, else through the
     server holding the database, else straight to the database.
 
     Args:
         create: create the database if it does not exist (else that is an error).
+        token: sent to a server as a Bearer token (the database itself needs none).
 
     Raises:
         DatabaseInUse: another command holds the database, or its server does not answer.
@@ -183,7 +194,8 @@ async def connect(
             finally:
                 lock.release()
             return
-    async with aiohttp.ClientSession() as session:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(headers=headers) as session:
         yield RemoteAccess(session, server)
 
 

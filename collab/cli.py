@@ -100,8 +100,27 @@ def _doc_command(
         help="use the REST API of the server at URL (default: the server that holds the "
         "database, if one runs; else the database itself)",
     )
-    _add_setting_flags(parser, _DOC_FLAGS | extra)
+    parser.add_argument(
+        "--token",
+        help="the token to show a server that runs --auth token [env COLLAB_TOKEN; default: "
+        "a short-lived admin token minted with --auth-secret, if given]",
+    )
+    _add_setting_flags(parser, _DOC_FLAGS | {"auth_secret"} | extra)
     return parser
+
+
+_CLI_TOKEN_SECONDS = 300.0
+
+
+def _server_token(settings: Settings, args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    """The credential a document command shows a server: --token, COLLAB_TOKEN, or, for
+    whoever holds the server's secret (who could mint any token anyway), a fresh one."""
+    given: str | None = args.token or environ.get("COLLAB_TOKEN")
+    if given:
+        return given
+    if len(settings.auth_secret.encode()) >= MIN_SECRET_LENGTH:
+        return mint(settings.auth_secret, "*", "admin", now=time.time(), ttl=_CLI_TOKEN_SECONDS)
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +211,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         elif args.command == "token":
             print(_mint(settings, args))
         else:
-            asyncio.run(commands.run(args.command, settings, args))
+            token = _server_token(settings, args, os.environ if environ is None else environ)
+            asyncio.run(commands.run(args.command, settings, args, token=token))
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
         return 1

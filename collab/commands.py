@@ -129,7 +129,8 @@ COMMANDS: dict[str, tuple[Command, bool]] = {
 }
 
 
-async def run(command: str, settings: Settings, args: argparse.Namespace) -> None:
+async def run(command: str, settings: Settings, args: argparse.Namespace, token: str = "") -> None:
+    """Run one document command; `token` is shown to a server, if the command uses one."""
     action, creates = COMMANDS[command]
-    async with connect(settings, server=args.server, create=creates) as access:
+    async with connect(settings, server=args.server, create=creates, token=token) as access:
         await action(access, args)

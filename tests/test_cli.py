@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from collab.auth import verify
 from collab.cli import build_parser, main, settings_from
 from collab.config import Settings
 
@@ -88,3 +91,21 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "cannot serve" in result.stderr
+
+
+def test_token_mints_what_it_is_asked_for() -> None:
+    secret = "s" * 40
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+    command = [sys.executable, "-m", "collab", "token", "team/*", "--read-only", "--ttl", "15m"]
+    minted = subprocess.run(
+        [*command, "--subject", "ada"],
+        capture_output=True,
+        timeout=60,
+        env={**environ, "COLLAB_AUTH_SECRET": secret},
+    )
+    assert minted.returncode == 0, minted.stderr
+    grant = verify(secret, minted.stdout.decode().strip(), now=time.time())
+    assert (grant.permission, grant.docs, grant.subject) == ("read", "team/*", "ada")
+    assert grant.expires_at is not None and 800 < grant.expires_at - time.time() <= 900
+    without = subprocess.run(command, capture_output=True, timeout=60, env=environ)
+    assert without.returncode != 0 and b"COLLAB_AUTH_SECRET" in without.stderr

@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pycrdt
 
+from collab.auth import mint
 from collab.client import Client
 from tests.conftest import ServerProcess
 
 
-def collab(*args: str, db: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def collab(
+    *args: str, db: Path, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
     return subprocess.run(
         [sys.executable, "-m", "collab", *args, "--db", str(db)],
         input=stdin,
         capture_output=True,
         timeout=60,
+        env={**environ, **(env or {})},
     )
 
 
@@ -115,8 +122,9 @@ async def test_commands_go_through_the_running_server_so_editors_see_them(
         await asyncio.sleep(0.2)
         ok(await asyncio.to_thread(run, "restore", "live", named.split()[1]))
         await editor.wait_for(lambda: str(text) == "A")
-        listed = ok(await asyncio.to_thread(run, "docs"))
-        assert "live" in listed and "1" in listed.splitlines()[1].split()  # one client
+        assert "live" in ok(await asyncio.to_thread(run, "docs"))
+        listed = json.loads(ok(await asyncio.to_thread(run, "docs", "--json")))
+        assert [(doc["name"], doc["clients"]) for doc in listed] == [("live", 1)]
 
 
 def test_a_second_server_on_the_same_database_is_refused(
@@ -131,3 +139,29 @@ def test_a_second_server_on_the_same_database_is_refused(
     )
     assert second.returncode == 1
     assert f"in use by collab process {first.proc.pid}".encode() in second.stderr  # type: ignore[union-attr]
+
+
+SECRET = "s" * 40
+
+
+async def test_commands_show_a_token_to_a_server_that_wants_one(
+    server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = server_process("--auth", "token", "--auth-secret", SECRET)
+    server.start()
+    db = server.db
+    update = str(update_file(tmp_path, "A"))
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+        return collab(*args, db=db, env=env)
+
+    refused = await asyncio.to_thread(run, "docs")
+    assert refused.returncode == 1
+    assert b"--token" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    # Whoever holds the secret gets a short-lived admin token minted for the call.
+    ok(await asyncio.to_thread(run, "import", "doc", update, COLLAB_AUTH_SECRET=SECRET))
+    reader = mint(SECRET, "doc", "read", now=time.time(), ttl=600)
+    exported = await asyncio.to_thread(run, "export", "doc", "--format", "text", "--token", reader)
+    assert ok(exported) == "A"
+    denied = await asyncio.to_thread(run, "version", "doc", "--label", "x", COLLAB_TOKEN=reader)
+    assert denied.returncode == 1 and denied.stderr.startswith(b"collab: ")
