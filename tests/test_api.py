@@ -230,6 +230,54 @@ async def test_compact_thins_versions_by_the_policy(
     await client.close()
 
 
+async def test_the_background_task_thins_versions_by_the_policy(
+    make_server: Any, http: aiohttp.ClientSession
+) -> None:
+    # Every update makes an automatic version; none older than a second is kept.
+    server = await make_server(retention="1s:all", retention_seconds=0.3, snapshot_updates=1)
+    url = doc_url(server, "aging", "versions")
+
+    async def kinds() -> list[str]:
+        return [v["kind"] for v in (await call(http, "GET", url, 200))["versions"]]
+
+    async with Client(server.url, "aging") as client:
+        for _ in range(3):
+            client.doc.get("t", type=pycrdt.Text).insert(0, "b")
+            await client.flush()
+            await asyncio.sleep(0.1)
+            await call(http, "POST", url, 201, json={"label": "n"})
+        async with asyncio.timeout(5):
+            while (await kinds()).count("auto") < 2:
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            while (await kinds()).count("auto") > 1:  # the task's work, nobody asked
+                await asyncio.sleep(0.2)
+    # Named versions stay whatever their age; of the automatic ones, only the newest.
+    assert (await kinds()).count("named") == 3
+
+
+async def test_a_restore_across_a_change_of_root_type_is_409_and_changes_nothing(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    await call(http, "POST", doc_url(server, "shape", "updates"), 200, data=text_update("hi", "r"))
+    then = await call(http, "POST", doc_url(server, "shape", "versions"), 201, json={"label": "t"})
+    # The text is deleted, and a client that knows the root as a Map writes an entry.
+    emptied: pycrdt.Doc[Any] = pycrdt.Doc()
+    state = await call(http, "GET", doc_url(server, "shape"), 200, params={"format": "update"})
+    emptied.apply_update(state)
+    before = emptied.get_state()
+    emptied.get("r", type=pycrdt.Text).clear()
+    as_map: pycrdt.Doc[Any] = pycrdt.Doc()
+    as_map.get("r", type=pycrdt.Map)["k"] = "v"
+    for change in (emptied.get_update(before), as_map.get_update()):
+        await call(http, "POST", doc_url(server, "shape", "updates"), 200, data=change)
+    now = await call(http, "GET", doc_url(server, "shape"), 200)
+    restore = doc_url(server, "shape", "versions", str(then["id"]), "restore")
+    error = await call(http, "POST", restore, 409)
+    assert error["error"]["status"] == 409
+    assert await call(http, "GET", doc_url(server, "shape"), 200) == now
+
+
 async def test_openapi_document_is_served(
     server: RunningServer, http: aiohttp.ClientSession
 ) -> None:
