@@ -23,11 +23,24 @@ import pycrdt
 
 from collab.errors import ProtocolError, UpdateRejected
 from collab.protocol import EMPTY_UPDATE
-from collab.update import UpdateFormatError, decode_state_vector, hold_gaps, reaches_beyond
+from collab.update import (
+    ID,
+    PARENT_KINDS,
+    SKIP,
+    TYPE,
+    UpdateFormatError,
+    decode_state_vector,
+    encode_state_vector,
+    first_kind,
+    foreign_parents,
+    hold_gaps,
+    reaches_beyond,
+)
 
 log = logging.getLogger(__name__)
 
 _MAX_RETRIES = 8  # each retry integrated something; a chain longer than this waits
+_MAX_KNOWN_TYPES = 100_000  # a cache: forgetting only costs a lookup
 
 
 @dataclass(slots=True)
@@ -38,6 +51,8 @@ class Applied:
 
     updates: list[bytes] = field(default_factory=list)
     for_sender: bool = False
+    # Set when Yrs took a part of the update and then failed on the rest: why.
+    refused: str | None = None
 
 
 class Document:
@@ -47,6 +62,7 @@ class Document:
         self._integrated: list[bytes] = []
         self.ydoc: pycrdt.Doc[Any] = self._observed(pycrdt.Doc())
         self._pending: bytes | None = None
+        self._types: set[ID] = set()  # ids of items known to be shared types
 
     def _observed(self, ydoc: pycrdt.Doc[Any]) -> pycrdt.Doc[Any]:
         self._subscription = ydoc.observe(self._on_transaction)
@@ -75,30 +91,76 @@ class Document:
         had_pending = self._pending is not None
         self._integrated = []
         try:
+            parents = foreign_parents(update)
             ready, held = hold_gaps(update, self._clocks())
             # Merging first also checks that Yrs can read the held part: a refusal must
             # come before anything of the update is integrated.
             pending = self._merged(held)
         except (UpdateFormatError, ValueError) as exc:
             raise UpdateRejected(str(exc)) from exc
+        self._check_parents(parents)
         if ready is not None:
             try:
                 self._integrate(ready)
-            except UpdateRejected:
+            except UpdateRejected as exc:
                 if self._pending is None:
+                    if self._integrated:
+                        return self._partly(had_pending, exc)
                     raise
                 # Yrs may have failed on a part it keeps pending itself (an item whose
-                # parent turns out not to be a type): without that, try once more.
+                # parent turns out not to be a type): without that, try once more. What
+                # it integrated before failing is in the rebuilt document too.
                 self._forget_yrs_pending()
-                self._integrate(ready)
+                try:
+                    self._integrate(ready)
+                except UpdateRejected as again:
+                    if not self._integrated:
+                        raise
+                    return self._partly(had_pending, again)
         self._pending = pending
         if ready is not None:
             self._keep(self._residue(ready))
             if self._pending is not None:
                 self._retry()
-        applied = Applied(self._integrated, for_sender=had_pending)
+        return self._done(had_pending)
+
+    def _done(self, had_pending: bool, refused: str | None = None) -> Applied:
+        applied = Applied(self._integrated, for_sender=had_pending, refused=refused)
         self._integrated = []
         return applied
+
+    def _partly(self, had_pending: bool, exc: UpdateRejected) -> Applied:
+        # Yrs took part of the update before it failed, and cannot give it back: peers
+        # and the store get that part like any other, or they would differ from here.
+        log.warning("took part of an update that then failed: %s", exc)
+        return self._done(had_pending, refused=str(exc))
+
+    def _check_parents(self, parents: set[ID]) -> None:
+        """Refuse items whose parent here is not a shared type (see PARENT_KINDS).
+
+        Raises:
+            UpdateRejected: one is.
+        """
+        for parent in parents - self._types:
+            kind = self._kind_at(parent)
+            if kind == TYPE:
+                if len(self._types) >= _MAX_KNOWN_TYPES:
+                    self._types.clear()
+                self._types.add(parent)
+            elif kind is not None and kind not in PARENT_KINDS:
+                raise UpdateRejected(f"the parent of an item, {parent}, is not a type")
+
+    def _kind_at(self, item: ID) -> int | None:
+        """The kind of the struct at `item` (None if this document does not hold it)."""
+        client, clock = item
+        clocks = self._clocks()
+        if clock >= clocks.get(client, 0):
+            return None
+        clocks[client] = clock  # what we have of `client` from `item` on, and no other
+        try:
+            return first_kind(self.ydoc.get_update(encode_state_vector(clocks)))
+        except (ValueError, UpdateFormatError):
+            return SKIP  # unreadable here: refuse rather than guess
 
     def _integrate(self, update: bytes) -> None:
         """Hand `update` to Yrs. Raises UpdateRejected for any failure of pycrdt."""
@@ -109,7 +171,8 @@ class Document:
         except BaseException as exc:
             if type(exc).__name__ != "PanicException":  # pyo3's, a BaseException
                 raise
-            log.error("pycrdt panicked applying an update: %s", exc)
+            # Input made pycrdt fail an internal check: refused like any bad update (the
+            # peer's close is logged with this reason), not a fault of the server's.
             raise UpdateRejected(f"pycrdt panicked: {exc}") from None
 
     def _forget_yrs_pending(self) -> None:
@@ -146,8 +209,9 @@ class Document:
             if ready is None:
                 return
             try:
+                self._check_parents(foreign_parents(ready))
                 self._integrate(ready)
-            except UpdateRejected as exc:
+            except (UpdateRejected, UpdateFormatError) as exc:
                 # e.g. an item whose parent turned out to be a string: it can never apply.
                 log.warning("dropped pending parts that can never apply: %s", exc)
                 return

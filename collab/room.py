@@ -135,7 +135,10 @@ class Room:
         """Apply an update that comes from the server itself (API, restore), not a peer.
 
         Raises:
-            UpdateRejected, QuotaExceeded: nothing was changed.
+            QuotaExceeded: nothing was changed.
+            UpdateRejected: the update cannot be applied. Nothing was changed, unless Yrs
+                took a part of it before failing: that part is then stored and sent on
+                like any update.
         """
         self._apply(None, update)
 
@@ -167,14 +170,19 @@ class Room:
         if self._size + len(update) > quota:
             raise QuotaExceeded(f"the document would pass its size quota of {quota} bytes")
         applied = self.document.apply(update)
-        self._size += len(update)
         # Peers get what the document integrated. When parts that waited here came with
         # it, they may not be the sender's own: then the sender gets it all too.
         owner = None if applied.for_sender else sender
         parts: list[_Part] = [(owner, integrated) for integrated in applied.updates]
+        if applied.refused is not None:
+            # Only a part was taken: that part is what the store keeps.
+            update = pycrdt.merge_updates(*applied.updates)
+        self._size += len(update)
         self._unsaved.append((sender, update, parts))
         self._applied += 1
         self._wakeup.set()
+        if applied.refused is not None:
+            raise UpdateRejected(applied.refused)
 
     def _answer_sync(self, peer: Peer, state_vector: bytes) -> None:
         frames = self._sync_frames(state_vector)

@@ -198,6 +198,61 @@ def structs(update: bytes) -> list[tuple[ID, Struct]]:
     return found
 
 
+# What Yrs accepts as the parent of an item: a shared type, or an item already deleted
+# (whose children are then deleted too). Anything else, such as a string, makes Yrs fail
+# halfway through an update, after integrating the part before it.
+PARENT_KINDS = frozenset({GC, DELETED, TYPE})
+
+
+def foreign_parents(update: bytes) -> set[ID]:
+    """The parents (named by id) of items of `update` that are not in `update` itself.
+
+    Raises:
+        UpdateFormatError: `update` is not readable, or an item's parent in `update` is
+            not a shared type.
+    """
+    reader = _Reader(update)
+    if reader.var_uint() == 1 and reader.var_uint() == 1:
+        reader.id()
+        if reader.byte() & 0xC0:  # one item with an origin: its parent is its origin's
+            return set()
+    held: dict[int, list[tuple[int, int, int]]] = {}  # client -> (clock, end, kind)
+    items: list[ID] = []
+    for block in _layout(update).blocks:
+        clock = block.clock
+        for struct in block.structs:
+            if not struct.is_skip:
+                held.setdefault(block.client, []).append(
+                    (clock, clock + struct.length, struct.kind)
+                )
+            if isinstance(struct.parent, tuple):
+                items.append(struct.parent)
+            clock += struct.length
+    foreign = set()
+    for client, clock in items:
+        kind = next((k for first, end, k in held.get(client, ()) if first <= clock < end), None)
+        if kind is None:
+            foreign.add((client, clock))
+        elif kind not in PARENT_KINDS:
+            raise UpdateFormatError(f"the parent of an item, ({client}, {clock}), is not a type")
+    return foreign
+
+
+def first_kind(update: bytes) -> int | None:
+    """The kind of the first struct of `update` (None if it holds none)."""
+    reader = _Reader(update)
+    if reader.var_uint() == 0 or reader.var_uint() == 0:
+        return None
+    reader.id()
+    return reader.byte() & 0x1F
+
+
+def encode_state_vector(clocks: dict[int, int]) -> bytes:
+    return write_var_uint(len(clocks)) + b"".join(
+        write_var_uint(client) + write_var_uint(clock) for client, clock in clocks.items()
+    )
+
+
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     """client id -> next expected clock."""
     reader = Reader(state_vector, UpdateFormatError)

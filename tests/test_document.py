@@ -9,6 +9,7 @@ import pycrdt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycrdt import write_var_uint as v
 
 from collab.document import Document
 from collab.errors import ProtocolError, UpdateRejected
@@ -84,3 +85,33 @@ def test_undecodable_update_is_rejected_and_changes_nothing() -> None:
 def test_bad_state_vector_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         Document().diff(b"\x05")
+
+
+def _item_under(parent: tuple[int, int], client: int = 9) -> bytes:
+    """An update of one string item "x" of `client` whose parent is the item `parent`."""
+    struct = b"\x04" + v(0) + v(parent[0]) + v(parent[1]) + v(1) + b"x"  # no origins
+    return v(1) + v(1) + v(client) + v(0) + struct + b"\x00"
+
+
+def test_an_item_whose_parent_is_not_a_type_is_refused_and_changes_nothing() -> None:
+    source: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
+    source.get("t", type=pycrdt.Text).insert(0, "abc")  # (1, 0..2) are characters
+    document = Document()
+    document.apply(source.get_update())
+    before = document.state()
+    with pytest.raises(UpdateRejected, match="not a type"):
+        document.apply(_item_under((1, 1)))
+    assert document.state() == before
+    # Under a shared type the same shape of item is fine.
+    nested: pycrdt.Doc[Any] = pycrdt.Doc(client_id=2)
+    nested.get("m", type=pycrdt.Map)["inner"] = pycrdt.Text()  # (2, 0) is a type
+    document.apply(nested.get_update())
+    assert document.apply(_item_under((2, 0))).updates
+
+
+def test_an_item_under_a_non_type_in_its_own_update_is_refused() -> None:
+    string = b"\x04" + v(1) + v(1) + b"t" + v(2) + b"ab"  # (9, 0..1) "ab" in root "t"
+    child = b"\x04" + v(0) + v(9) + v(1) + v(1) + b"x"  # (9, 2), parent (9, 1)
+    update = v(1) + v(2) + v(9) + v(0) + string + child + b"\x00"
+    with pytest.raises(UpdateRejected, match="not a type"):
+        Document().apply(update)
