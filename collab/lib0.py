@@ -29,10 +29,11 @@ class Reader:
 
     def var_uint(self) -> int:
         data, pos = self.data, self.pos
-        result = 0
-        for shift in range(0, 7 * _MAX_VARUINT_BYTES, 7):
-            if pos >= len(data):
-                raise self.error("data ends inside an integer")
+        if pos < len(data) and data[pos] < 0x80:  # most are one byte
+            self.pos = pos + 1
+            return data[pos]
+        result = shift = 0
+        while pos < len(data):
             byte = data[pos]
             pos += 1
             result |= (byte & 0x7F) << shift
@@ -41,6 +42,11 @@ class Reader:
                     break  # ten bytes carry 70 bits
                 self.pos = pos
                 return result
+            shift += 7
+            if shift >= 7 * _MAX_VARUINT_BYTES:
+                break
+        else:
+            raise self.error("data ends inside an integer")
         raise self.error("integer longer than 64 bits")
 
     def var_bytes(self) -> bytes:
