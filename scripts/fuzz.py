@@ -154,8 +154,16 @@ class Server:
             offset = log.tell()
             args = [sys.executable, "-m", "collab", "serve", "--port", str(self.port)]
             args += ["--db", str(self.db), *self.extra]
+            # A Rust backtrace of a pycrdt panic (refused input) loads debug info: tens of
+            # MiB once, which the memory figures would blame on the server.
+            env = {**os.environ, "RUST_BACKTRACE": "0"}
             self.proc = subprocess.Popen(
-                args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+                args,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+                env=env,
             )
         return offset
 
