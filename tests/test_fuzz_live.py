@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import random
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,9 +49,17 @@ PLAN = ("empty", "content", "pending", "syncing", "awareness", "large", "content
 PLAN += ("content",)
 
 
+# A fixed seed, so that CI runs the same frames every time (COLLAB_FUZZ_SEED picks
+# another). Random seeds are for scripts/fuzz.py: about one run in seven of this size
+# finds a crafted history that pycrdt re-encodes unfaithfully, so that editors connected
+# before and after a reload of the room differ (docs/security.md, and the xfail test in
+# test_document.py); a seed that meets it would fail here on that, not on collab.
+SEED = int(os.environ.get("COLLAB_FUZZ_SEED", "1"))
+
+
 @pytest.mark.timeout(150)
 async def test_short_fuzz_run_against_the_live_server(tmp_path: Path) -> None:
-    seed = random.randrange(2**32)
+    seed = SEED
     options = fuzz.Options(
         frames=4500,
         seed=seed,
