@@ -28,12 +28,14 @@ from collab.update import (
     PARENT_KINDS,
     SKIP,
     TYPE,
+    ParentRefs,
     UpdateFormatError,
+    collect,
     decode_state_vector,
     encode_state_vector,
     first_kind,
-    foreign_parents,
     hold_gaps,
+    parent_refs,
     reaches_beyond,
 )
 
@@ -77,8 +79,14 @@ class Document:
     def has_pending(self) -> bool:
         return self._pending is not None
 
-    def apply(self, update: bytes) -> Applied:
+    def apply(self, update: bytes, *, stored: bool = False) -> Applied:
         """Apply one update.
+
+        Args:
+            stored: the update was accepted once already (it comes from the store).
+                Items whose parent turned out to be no type since (they waited for it)
+                are collected as garbage instead of refusing the update: they must not
+                take the rest of it with them.
 
         Returns:
             What the document integrated now, which is what peers should be sent: usually
@@ -91,14 +99,17 @@ class Document:
         had_pending = self._pending is not None
         self._integrated = []
         try:
-            parents = foreign_parents(update)
+            refs = parent_refs(update)
+            if stored:
+                update = self._collected(update, refs)
+            elif misplaced := refs.misplaced or self._misplaced(refs):
+                raise UpdateRejected(f"the parent of the item {misplaced[0]} is not a type")
             ready, held = hold_gaps(update, self._clocks())
             # Merging first also checks that Yrs can read the held part: a refusal must
             # come before anything of the update is integrated.
             pending = self._merged(held)
         except (UpdateFormatError, ValueError) as exc:
             raise UpdateRejected(str(exc)) from exc
-        self._check_parents(parents)
         if ready is not None:
             try:
                 self._integrate(ready)
@@ -135,20 +146,35 @@ class Document:
         log.warning("took part of an update that then failed: %s", exc)
         return self._done(had_pending, refused=str(exc))
 
-    def _check_parents(self, parents: set[ID]) -> None:
-        """Refuse items whose parent here is not a shared type (see PARENT_KINDS).
-
-        Raises:
-            UpdateRejected: one is.
-        """
-        for parent in parents - self._types:
+    def _misplaced(self, refs: ParentRefs) -> list[ID]:
+        """The items of `refs.foreign` whose parent here is not a shared type (see
+        PARENT_KINDS); those whose parent is not here yet wait for it."""
+        misplaced = []
+        for parent, items in refs.foreign.items():
+            if parent in self._types:
+                continue
             kind = self._kind_at(parent)
             if kind == TYPE:
                 if len(self._types) >= _MAX_KNOWN_TYPES:
                     self._types.clear()
                 self._types.add(parent)
             elif kind is not None and kind not in PARENT_KINDS:
-                raise UpdateRejected(f"the parent of an item, {parent}, is not a type")
+                misplaced += items
+        return misplaced
+
+    def _collected(self, update: bytes, refs: ParentRefs | None = None) -> bytes:
+        """`update`, accepted once already, with its items that cannot apply here (their
+        parent is no type) collected as garbage, so that they take nothing else with them.
+
+        Raises:
+            UpdateFormatError: `update` is not readable.
+        """
+        refs = parent_refs(update) if refs is None else refs
+        misplaced = refs.misplaced + self._misplaced(refs)
+        if not misplaced:
+            return update
+        log.warning("collected %d items whose parent is not a type", len(misplaced))
+        return collect(update, misplaced)
 
     def _kind_at(self, item: ID) -> int | None:
         """The kind of the struct at `item` (None if this document does not hold it)."""
@@ -209,8 +235,7 @@ class Document:
             if ready is None:
                 return
             try:
-                self._check_parents(foreign_parents(ready))
-                self._integrate(ready)
+                self._integrate(self._collected(ready))
             except (UpdateRejected, UpdateFormatError) as exc:
                 # e.g. an item whose parent turned out to be a string: it can never apply.
                 log.warning("dropped pending parts that can never apply: %s", exc)

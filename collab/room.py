@@ -70,9 +70,12 @@ class Room:
         room = cls(name, store, settings)
         for update in ([stored.state] if stored.state else []) + stored.updates:
             try:
-                room.document.apply(update)
+                applied = room.document.apply(update, stored=True)
             except UpdateRejected as exc:
                 log.error("%s: skipped a stored update that does not apply: %s", name, exc)
+            else:
+                if applied.refused is not None:
+                    log.warning("%s: a stored update applied in part: %s", name, applied.refused)
             room._size += len(update)
         room._count_unsnapshotted(len(stored.updates))
         room._flusher = asyncio.create_task(room._flush_loop(), name=f"room {name}")

@@ -9,6 +9,7 @@ only a reader of the format knows. Struct bytes are copied verbatim, never re-en
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pycrdt import write_var_uint
@@ -204,20 +205,28 @@ def structs(update: bytes) -> list[tuple[ID, Struct]]:
 PARENT_KINDS = frozenset({GC, DELETED, TYPE})
 
 
-def foreign_parents(update: bytes) -> set[ID]:
-    """The parents (named by id) of items of `update` that are not in `update` itself.
+@dataclass(slots=True)
+class ParentRefs:
+    """Items of an update that name their parent by id: those whose parent is another
+    update's item (by that parent), and those whose parent in this update is no type."""
+
+    foreign: dict[ID, list[ID]] = field(default_factory=dict)
+    misplaced: list[ID] = field(default_factory=list)
+
+
+def parent_refs(update: bytes) -> ParentRefs:
+    """Which items of `update` name their parent by id, and where that parent is.
 
     Raises:
-        UpdateFormatError: `update` is not readable, or an item's parent in `update` is
-            not a shared type.
+        UpdateFormatError: `update` is not readable.
     """
     reader = _Reader(update)
     if reader.var_uint() == 1 and reader.var_uint() == 1:
         reader.id()
         if reader.byte() & 0xC0:  # one item with an origin: its parent is its origin's
-            return set()
+            return ParentRefs()
     held: dict[int, list[tuple[int, int, int]]] = {}  # client -> (clock, end, kind)
-    items: list[ID] = []
+    items: list[tuple[ID, ID]] = []  # (item, its parent)
     for block in _layout(update).blocks:
         clock = block.clock
         for struct in block.structs:
@@ -226,16 +235,40 @@ def foreign_parents(update: bytes) -> set[ID]:
                     (clock, clock + struct.length, struct.kind)
                 )
             if isinstance(struct.parent, tuple):
-                items.append(struct.parent)
+                items.append(((block.client, clock), struct.parent))
             clock += struct.length
-    foreign = set()
-    for client, clock in items:
+    refs = ParentRefs()
+    for item, (client, clock) in items:
         kind = next((k for first, end, k in held.get(client, ()) if first <= clock < end), None)
         if kind is None:
-            foreign.add((client, clock))
+            refs.foreign.setdefault((client, clock), []).append(item)
         elif kind not in PARENT_KINDS:
-            raise UpdateFormatError(f"the parent of an item, ({client}, {clock}), is not a type")
-    return foreign
+            refs.misplaced.append(item)
+    return refs
+
+
+def collect(update: bytes, items: Iterable[ID]) -> bytes:
+    """`update` with the structs that start at `items` turned into GC structs of the same
+    length: their clocks stay taken, their content is gone, as after garbage collection.
+
+    Raises:
+        UpdateFormatError: `update` is not readable.
+    """
+    targets = set(items)
+    layout = _layout(update)
+    out = [write_var_uint(len(layout.blocks))]
+    for block in layout.blocks:
+        out.append(b"".join(write_var_uint(n) for n in (len(block.structs), block.client)))
+        out.append(write_var_uint(block.clock))
+        clock = block.clock
+        for struct in block.structs:
+            if (block.client, clock) in targets:
+                out.append(bytes([GC]) + write_var_uint(struct.length))
+            else:
+                out.append(update[struct.start : struct.end])
+            clock += struct.length
+    out.append(update[layout.delete_set_start :])
+    return b"".join(out)
 
 
 def first_kind(update: bytes) -> int | None:

@@ -109,6 +109,28 @@ def test_an_item_whose_parent_is_not_a_type_is_refused_and_changes_nothing() -> 
     assert document.apply(_item_under((2, 0))).updates
 
 
+def test_a_stored_update_applies_as_far_as_it_can() -> None:
+    """An update accepted while its item's parent was unknown is stored whole; if the
+    parent then comes as a string, a reload must keep the update's other parts (found:
+    the reload refused it whole, and its valid part was lost)."""
+    string: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
+    string.get("t", type=pycrdt.Text).insert(0, "abc")  # (1, 1) is a character
+    valid: pycrdt.Doc[Any] = pycrdt.Doc(client_id=5)
+    valid.get("u", type=pycrdt.Text).insert(0, "kept")
+    stored = pycrdt.merge_updates(valid.get_update(), _item_under((1, 1)))
+    live = Document()
+    live.apply(stored)  # the parent is unknown yet: the item waits
+    live.apply(string.get_update())  # now it never can
+    reloaded = Document()
+    reloaded.apply(string.get_update())
+    with pytest.raises(UpdateRejected, match="not a type"):
+        reloaded.apply(stored)  # as a new update, it is refused whole
+    reloaded.apply(stored, stored=True)  # from the store, only the misplaced item goes
+    for document in (live, reloaded):
+        assert str(document.ydoc.get("u", type=pycrdt.Text)) == "kept"
+        assert str(document.ydoc.get("t", type=pycrdt.Text)) == "abc"
+
+
 def test_an_item_under_a_non_type_in_its_own_update_is_refused() -> None:
     string = b"\x04" + v(1) + v(1) + b"t" + v(2) + b"ab"  # (9, 0..1) "ab" in root "t"
     child = b"\x04" + v(0) + v(9) + v(1) + v(1) + b"x"  # (9, 2), parent (9, 1)

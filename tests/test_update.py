@@ -10,11 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collab.update import (
+    GC,
+    SKIP,
     UpdateFormatError,
     clock_ranges,
+    collect,
     decode_state_vector,
     reaches_beyond,
     split_update,
+    structs,
 )
 from tests.docgen import content, random_doc
 
@@ -99,3 +103,22 @@ def test_clock_ranges_of_incremental_updates() -> None:
     assert clock_ranges(updates[0]) == {7: (0, 3)}
     assert clock_ranges(updates[1]) == {7: (3, 5)}
     assert clock_ranges(pycrdt.merge_updates(*updates)) == {7: (0, 5)}
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), pick=st.integers(0, 10**6))
+def test_collected_items_keep_their_clocks_and_lose_their_content(seed: int, pick: int) -> None:
+    original = random_doc(seed, clients=2)
+    state = original.get_update()
+    items = [item for item, struct in structs(state) if struct.kind not in (GC, SKIP)]
+    chosen = items[pick % len(items)]
+    collected = collect(state, [chosen])
+    doc = apply_all([collected])  # still a valid update
+    assert doc.get_state() == original.get_state()
+    kinds = {item: struct.kind for item, struct in structs(collected)}
+    assert kinds[chosen] == GC
+    # Every other struct is as it was, byte for byte.
+    others = {item: state[s.start : s.end] for item, s in structs(state) if item != chosen}
+    assert {
+        item: collected[s.start : s.end] for item, s in structs(collected) if item != chosen
+    } == others
