@@ -22,7 +22,7 @@ from typing import Any
 import pycrdt
 
 from collab.errors import ProtocolError, UpdateRejected
-from collab.protocol import EMPTY_UPDATE
+from collab.protocol import EMPTY_STATE_VECTOR, EMPTY_UPDATE
 from collab.update import (
     ID,
     PARENT_KINDS,
@@ -32,11 +32,13 @@ from collab.update import (
     UpdateFormatError,
     collect,
     decode_state_vector,
+    deletions_only,
     encode_state_vector,
     first_kind,
     hold_gaps,
     parent_refs,
     reaches_beyond,
+    single_item,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class Document:
         self.ydoc: pycrdt.Doc[Any] = self._observed(pycrdt.Doc())
         self._pending: bytes | None = None
         self._types: set[ID] = set()  # ids of items known to be shared types
+        self._sv: dict[int, int] | None = None  # the decoded state vector, while current
 
     def _observed(self, ydoc: pycrdt.Doc[Any]) -> pycrdt.Doc[Any]:
         self._subscription = ydoc.observe(self._on_transaction)
@@ -78,6 +81,26 @@ class Document:
     @property
     def has_pending(self) -> bool:
         return self._pending is not None
+
+    def load(self, state: bytes) -> None:
+        """Start from a stored full state (a snapshot), before anything else is applied.
+
+        A snapshot that Yrs encodes back byte for byte held nothing waiting when it was
+        taken: it needs none of the reading and checks `apply` does, which would cost a
+        hundred times what Yrs takes to load it.
+        """
+        assert self._pending is None and self.ydoc.get_state() == EMPTY_STATE_VECTOR
+        try:
+            self._integrate(state)
+        except UpdateRejected:
+            pass
+        else:
+            if self.ydoc.get_update() == state:
+                self._integrated = []
+                return
+        self.ydoc = self._observed(pycrdt.Doc())
+        self._sv = None
+        self.apply(state, stored=True)
 
     def apply(self, update: bytes, *, stored: bool = False) -> Applied:
         """Apply one update.
@@ -98,6 +121,8 @@ class Document:
         """
         had_pending = self._pending is not None
         self._integrated = []
+        if not had_pending and (simple := self._apply_simple(update)) is not None:
+            return simple
         try:
             refs = parent_refs(update)
             if stored:
@@ -134,6 +159,39 @@ class Document:
             if self._pending is not None:
                 self._retry()
         return self._done(had_pending)
+
+    def _apply_simple(self, update: bytes) -> Applied | None:
+        """Apply a keystroke (one item after its origin) or a deletion of known items,
+        which make most of the traffic, without reading the update through; None for
+        any other update, or one that is not in order here.
+
+        Raises:
+            UpdateRejected: the update cannot be read or applied; nothing changed.
+        """
+        try:
+            item = single_item(update)
+            deletions = None if item is not None else deletions_only(update)
+        except UpdateFormatError as exc:
+            raise UpdateRejected(str(exc)) from exc
+        clocks = self._clocks()
+        if item is not None:
+            client, clock, length = item
+            if clock != clocks.get(client, 0):
+                return None  # known already, or after a gap
+            self._integrate(update)
+            if self._integrated:
+                clocks[client] = clock + length
+                self._sv = clocks
+            else:  # its origin has not come: Yrs keeps it waiting, and so do we
+                self._keep(update)
+            return self._done(False)
+        if deletions is None or any(
+            clock + length > clocks.get(client, 0) for client, clock, length in deletions
+        ):
+            return None
+        self._integrate(update)
+        self._sv = clocks  # deletions leave the state vector as it was
+        return self._done(False)
 
     def _done(self, had_pending: bool, refused: str | None = None) -> Applied:
         applied = Applied(self._integrated, for_sender=had_pending, refused=refused)
@@ -179,7 +237,7 @@ class Document:
     def _kind_at(self, item: ID) -> int | None:
         """The kind of the struct at `item` (None if this document does not hold it)."""
         client, clock = item
-        clocks = self._clocks()
+        clocks = dict(self._clocks())
         if clock >= clocks.get(client, 0):
             return None
         clocks[client] = clock  # what we have of `client` from `item` on, and no other
@@ -190,6 +248,7 @@ class Document:
 
     def _integrate(self, update: bytes) -> None:
         """Hand `update` to Yrs. Raises UpdateRejected for any failure of pycrdt."""
+        self._sv = None
         try:
             self.ydoc.apply_update(update)
         except Exception as exc:  # pycrdt raises ValueError and RuntimeError
@@ -207,6 +266,7 @@ class Document:
         fresh: pycrdt.Doc[Any] = pycrdt.Doc()
         fresh.apply_update(self.ydoc.get_update())
         self.ydoc = self._observed(fresh)
+        self._sv = None
         log.warning("rebuilt a document without the pending parts Yrs held")
 
     def _merged(self, part: bytes | None) -> bytes | None:
@@ -246,7 +306,11 @@ class Document:
                 return  # all done, or nothing new came of it
 
     def _clocks(self) -> dict[int, int]:
-        return decode_state_vector(self.ydoc.get_state())
+        """The state vector, decoded (not to be changed by the caller). Decoding costs in
+        proportion to the clients a document ever had, so it is kept while current."""
+        if self._sv is None:
+            self._sv = decode_state_vector(self.ydoc.get_state())
+        return self._sv
 
     def _residue(self, update: bytes) -> bytes | None:
         """The part of `update` the document has not integrated, if any."""

@@ -29,25 +29,27 @@ class Reader:
 
     def var_uint(self) -> int:
         data, pos = self.data, self.pos
-        if pos < len(data) and data[pos] < 0x80:  # most are one byte
-            self.pos = pos + 1
-            return data[pos]
-        result = shift = 0
-        while pos < len(data):
+        try:
             byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                if result > _MAX_VARUINT:
-                    break  # ten bytes carry 70 bits
-                self.pos = pos
-                return result
-            shift += 7
-            if shift >= 7 * _MAX_VARUINT_BYTES:
-                break
-        else:
-            raise self.error("data ends inside an integer")
-        raise self.error("integer longer than 64 bits")
+            if byte < 0x80:  # most are one byte
+                self.pos = pos + 1
+                return byte
+            result, shift = byte & 0x7F, 7
+            while True:
+                pos += 1
+                byte = data[pos]
+                result |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift >= 7 * _MAX_VARUINT_BYTES:
+                    raise self.error("integer longer than 64 bits")
+        except IndexError:
+            raise self.error("data ends inside an integer") from None
+        if result > _MAX_VARUINT:  # ten bytes carry 70 bits
+            raise self.error("integer longer than 64 bits")
+        self.pos = pos + 1
+        return result
 
     def var_bytes(self) -> bytes:
         length = self.var_uint()

@@ -68,7 +68,10 @@ class Room:
         """Load `name` from the store (latest snapshot, then the log after it)."""
         stored = await store.load(name)
         room = cls(name, store, settings)
-        for update in ([stored.state] if stored.state else []) + stored.updates:
+        if stored.state:
+            room.document.load(stored.state)
+            room._size += len(stored.state)
+        for update in stored.updates:
             try:
                 applied = room.document.apply(update, stored=True)
             except UpdateRejected as exc:

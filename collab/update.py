@@ -271,6 +271,45 @@ def collect(update: bytes, items: Iterable[ID]) -> bytes:
     return b"".join(out)
 
 
+def single_item(update: bytes) -> tuple[int, int, int] | None:
+    """(client, clock, length) of an update that is one item placed by an origin and
+    nothing else (no deletions): what one keystroke sends. None for any other update.
+
+    Raises:
+        UpdateFormatError: `update` is not readable.
+    """
+    reader = _Reader(update)
+    if reader.var_uint() != 1 or reader.var_uint() != 1:
+        return None
+    client, clock = reader.id()
+    if not update[reader.pos] & 0xC0:  # no origin (or not an item)
+        return None
+    struct = reader.struct()
+    if reader.var_uint() != 0:  # a delete set
+        return None
+    reader.expect_end()
+    return client, clock, struct.length
+
+
+def deletions_only(update: bytes) -> list[tuple[int, int, int]] | None:
+    """The (client, clock, length) ranges of an update that only deletes; None for any
+    other update.
+
+    Raises:
+        UpdateFormatError: `update` is not readable.
+    """
+    reader = _Reader(update)
+    if reader.var_uint() != 0:
+        return None
+    ranges = []
+    for _ in range(reader.var_uint()):
+        client = reader.var_uint()
+        for _ in range(reader.var_uint()):
+            ranges.append((client, reader.var_uint(), reader.var_uint()))
+    reader.expect_end()
+    return ranges
+
+
 def first_kind(update: bytes) -> int | None:
     """The kind of the first struct of `update` (None if it holds none)."""
     reader = _Reader(update)
