@@ -43,6 +43,7 @@ import aiohttp
 import pycrdt
 
 from collab import protocol
+from collab.auth import Revocation
 from collab.errors import VersionNotFound
 from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
 from collab.update import clock_ranges
@@ -59,6 +60,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._logs: dict[str, list[bytes]] = {}
         self._states: dict[str, bytes] = {}
+        self._revocations: list[Revocation] = []
 
     async def load(self, doc: str) -> StoredDoc:
         return StoredDoc(self._states.get(doc), list(self._logs.get(doc, [])), 0)
@@ -91,6 +93,12 @@ class MemoryStore:
     async def delete_doc(self, doc: str) -> bool:
         found = self._logs.pop(doc, None) is not None
         return self._states.pop(doc, None) is not None or found
+
+    async def add_revocation(self, revocation: Revocation) -> None:
+        self._revocations.append(revocation)
+
+    async def revocations(self) -> list[Revocation]:
+        return list(self._revocations)
 
     async def close(self) -> None:
         pass
