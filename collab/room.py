@@ -47,6 +47,9 @@ class Room:
         self._store = store
         self._settings = settings
         self._owners: dict[int, Peer] = {}
+        # Presence news not sent yet, by client id, and the call that will send it.
+        self._presence_out: dict[int, protocol.AwarenessEntry] = {}
+        self._presence_handle: asyncio.Handle | None = None
         # Applied but not yet committed: (sender, update as received, what to broadcast).
         self._unsaved: list[tuple[Peer | None, bytes, list[_Part]]] = []
         self._applied = 0  # updates applied to the document
@@ -103,8 +106,7 @@ class Room:
         for client_id in owned:
             del self._owners[client_id]
         peer.awareness_ids.clear()
-        if removals := self.awareness.remove(owned):
-            self._send_all(protocol.encode_awareness(removals))
+        self._announce(self.awareness.remove(owned))
 
     def receive(self, peer: Peer, message: protocol.Message) -> None:
         """Act on one message from `peer`.
@@ -257,7 +259,29 @@ class Room:
                 self._owners[entry.client_id] = peer
                 peer.awareness_ids.add(entry.client_id)
         # To the sender too: stock clients close a socket that hears nothing for 30 s.
-        self._send_all(protocol.encode_awareness(news))
+        self._announce(news)
+
+    def _announce(self, entries: Iterable[protocol.AwarenessEntry]) -> None:
+        """Tell the room `entries` once this turn of the event loop ends: what arrives
+        meanwhile (many cursors move at once in a busy room) goes out in one message,
+        and of one client only its newest state."""
+        for entry in entries:
+            self._presence_out[entry.client_id] = entry
+        if self._presence_out and self._presence_handle is None:
+            loop = asyncio.get_running_loop()
+            self._presence_handle = loop.call_soon(self._send_presence)
+
+    def _send_presence(self) -> None:
+        self._presence_handle = None
+        entries, self._presence_out = list(self._presence_out.values()), {}
+        if entries:
+            self._send_all(protocol.encode_awareness(entries))
+
+    def _drop_presence(self) -> None:
+        if self._presence_handle is not None:
+            self._presence_handle.cancel()
+            self._presence_handle = None
+        self._presence_out.clear()
 
     def _send_all(self, frame: bytes) -> None:
         for peer in self.peers:
@@ -377,6 +401,7 @@ class Room:
         self.close_peers(code, reason)
         self._closing = True
         self._unsaved.clear()
+        self._drop_presence()
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.wait([self._flusher])
@@ -390,6 +415,7 @@ class Room:
         if self.needs_snapshot:
             await self.snapshot()
         self._closing = True
+        self._drop_presence()
         self._wakeup.set()
         if self._flusher is not None:
             # Shielded: a caller's timeout must not kill the task that commits updates.

@@ -190,13 +190,16 @@ async def test_awareness_is_relayed_to_all_and_removed_when_its_owner_leaves(
     room.join(bob)
     state = protocol.AwarenessEntry(11, 1, b'{"user":"alice"}')
     room.receive(alice, protocol.AwarenessUpdate((state,)))
+    await asyncio.sleep(0)  # presence goes out when this turn of the loop ends
     assert alice.of_type(protocol.AwarenessUpdate)[-1].entries == (state,)
     assert bob.of_type(protocol.AwarenessUpdate)[-1].entries == (state,)
     # Bob re-sends what he learned (stock clients do): no news, not relayed.
     count = len(alice.received)
     room.receive(bob, protocol.AwarenessUpdate((state,)))
+    await asyncio.sleep(0)
     assert len(alice.received) == count
     room.leave(alice)
+    await asyncio.sleep(0)
     assert bob.of_type(protocol.AwarenessUpdate)[-1].entries == (
         protocol.AwarenessEntry(11, 2, b"null"),
     )
@@ -216,6 +219,26 @@ async def test_leaving_peer_removes_only_the_states_it_announced(
     room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 1, b"{}"),)))
     room.leave(bob)
     assert [entry.client_id for entry in room.awareness.states] == [1]
+    await room.close()
+
+
+async def test_presence_arriving_in_one_turn_goes_out_as_one_message(
+    store: Store, settings: Settings
+) -> None:
+    room = await Room.load("doc", store, settings)
+    peers = [RecordingPeer(f"peer {i}") for i in range(3)]
+    for peer in peers:
+        room.join(peer)
+    for i, peer in enumerate(peers):  # everyone moves a cursor in the same turn
+        for clock in (1, 2):
+            state = f'{{"cursor":{clock}}}'.encode()
+            room.receive(
+                peer, protocol.AwarenessUpdate((protocol.AwarenessEntry(i, clock, state),))
+            )
+    await asyncio.sleep(0)
+    for peer in peers:
+        (message,) = peer.of_type(protocol.AwarenessUpdate)
+        assert [(e.client_id, e.clock) for e in message.entries] == [(0, 2), (1, 2), (2, 2)]
     await room.close()
 
 
