@@ -3,6 +3,9 @@
     python scripts/bench.py fanout --readers 50 --rate max --duration 5
     python scripts/bench.py durability --readers 50 --rate 200 --rounds 3
     python scripts/bench.py coldload --trace path/to/automerge-paper.json.gz
+    python scripts/bench.py rooms --rooms 100 --clients 5 --rate 5
+    python scripts/bench.py storm --connections 1000
+    python scripts/bench.py presence --clients 50 --moves 5
 
 The server runs as its own process (`collab serve` with the defaults), pinned to CPU 0
 when the machine has two or more; the load runs in this process on the other CPUs. Each
@@ -17,6 +20,9 @@ numbers move with whatever else the machine is doing.
   does no I/O, interleaved; the difference is what committing before relaying costs.
 - coldload: writes a whole editing trace into a room, stops the server (SIGTERM, or
   SIGKILL with --kill), restarts it, and times connect -> text equals the trace's end.
+- rooms, storm, presence: many rooms with a writer each; many connections to as many new
+  rooms at once (time to sync all, memory per connection and room); many clients moving
+  cursors in one room (see bench_load.py).
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ from collab.auth import Revocation
 from collab.errors import VersionNotFound
 from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
 from collab.update import clock_ranges
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_load
 
 WRITER_ID = 4242
 
@@ -481,6 +490,63 @@ async def run_coldload(args: argparse.Namespace) -> None:
     print_table(rows)
 
 
+async def run_rooms(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            server = Server("sqlite", Path(tmp) / f"rooms{rep}.db")
+            server.start()
+            try:
+                row = await bench_load.many_rooms(
+                    server.url,
+                    server.cpu_seconds,
+                    open_socket,
+                    typing_updates,
+                    writer_clock,
+                    args.rooms,
+                    args.clients,
+                    args.rate,
+                    args.duration,
+                )
+            finally:
+                server.stop()
+            rows.append({"run": rep + 1, **row})
+    print_table(rows)
+
+
+async def run_storm(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            server = Server("sqlite", Path(tmp) / f"storm{rep}.db")
+            server.start()
+            assert server.proc is not None
+            try:
+                row = await bench_load.storm(
+                    server.url, server.proc.pid, open_socket, args.connections
+                )
+            finally:
+                server.stop()
+            rows.append({"run": rep + 1, **row})
+    print_table(rows)
+
+
+async def run_presence(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            server = Server("sqlite", Path(tmp) / f"presence{rep}.db")
+            server.start()
+            try:
+                row = await bench_load.presence(
+                    server.url, server.cpu_seconds, args.clients, args.moves, args.duration
+                )
+            finally:
+                server.stop()
+            rows.append({"run": rep + 1, **row})
+    print_table(rows)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_serve"]:
         serve_for_bench(sys.argv[2:])
@@ -503,9 +569,30 @@ def main() -> None:
     cold.add_argument("--batch", type=int, default=1, help="trace transactions per update")
     cold.add_argument("--loads", type=int, default=3)
     cold.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    rooms = commands.add_parser("rooms", help="many rooms, one writer and readers in each")
+    rooms.add_argument("--rooms", type=int, default=100)
+    rooms.add_argument("--clients", type=int, default=5, help="per room, the writer included")
+    rooms.add_argument("--rate", type=float, default=5, help="updates per second per writer")
+    rooms.add_argument("--duration", type=float, default=10.0)
+    rooms.add_argument("--reps", type=int, default=1)
+    storm = commands.add_parser("storm", help="connections to as many new rooms at once")
+    storm.add_argument("--connections", type=int, default=1000)
+    storm.add_argument("--reps", type=int, default=1)
+    presence = commands.add_parser("presence", help="many clients moving cursors in one room")
+    presence.add_argument("--clients", type=int, default=50)
+    presence.add_argument("--moves", type=float, default=5, help="per client per second")
+    presence.add_argument("--duration", type=float, default=10.0)
+    presence.add_argument("--reps", type=int, default=1)
     args = parser.parse_args()
     _pin(1)
-    runner = {"fanout": run_fanout, "durability": run_durability, "coldload": run_coldload}
+    runner = {
+        "fanout": run_fanout,
+        "durability": run_durability,
+        "coldload": run_coldload,
+        "rooms": run_rooms,
+        "storm": run_storm,
+        "presence": run_presence,
+    }
     asyncio.run(runner[args.command](args))
 
 
