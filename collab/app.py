@@ -19,10 +19,11 @@ from functools import partial
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
-from collab.appkeys import DOCUMENTS, GUARD, LOCK, ROOMS, SETTINGS, STORE
+from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE
 from collab.config import Settings
 from collab.documents import Documents
 from collab.errors import CollabError
+from collab.frames import FrameCache
 from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
@@ -44,6 +45,7 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     """
     app = web.Application(middlewares=[_room_upgrades], client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
+    app[FRAMES] = FrameCache()
     if store is None:
         app.cleanup_ctx.append(_lock)
     app.cleanup_ctx.append(partial(_store, given=store))

@@ -4,6 +4,7 @@ from aiohttp import web
 
 from collab.config import Settings
 from collab.documents import Documents
+from collab.frames import FrameCache
 from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.rooms import Rooms
@@ -15,3 +16,4 @@ STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
 DOCUMENTS = web.AppKey("documents", Documents)
 GUARD = web.AppKey("guard", Guard)
+FRAMES = web.AppKey("frames", FrameCache)

@@ -1,7 +1,8 @@
 """Peer: one client connection as a room sees it, with its own bounded outbox.
 
 Rooms hand frames to `Peer.send`, which never blocks: a room must not wait for its
-slowest reader. One writer task per peer drains the outbox into the transport. A peer
+slowest reader. A frame goes straight to the socket when nothing waits before it and
+the transport keeps up; otherwise one writer task per peer drains the outbox into it. A peer
 whose unsent bytes pass the limit is closed, never silently skipped: for a CRDT a dropped
 update is a diverged editor, while a closed one reconnects and resyncs.
 """
@@ -53,6 +54,8 @@ class Peer:
         self.label = label
         # Set by the transport: ends the connection at once, without a close handshake.
         self.abort: Callable[[], None] | None = None
+        # Set by the transport: writes a frame at once if the connection keeps up.
+        self.write_now: Callable[[bytes], bool] | None = None
         self.grant = grant  # the credential it came with
         self.access = access  # what it may do in its room: read, write or admin
         self.denied_at = float("-inf")  # when it was last told it may not write
@@ -75,6 +78,8 @@ class Peer:
         """Queue one protocol message for this peer."""
         if self.close_code is not None:
             return
+        if not self._outbox and self.write_now is not None and self.write_now(frame):
+            return  # nothing waits before it, and the socket takes it now
         # Over the limit *before* this frame: a reader that keeps up can still be handed a
         # whole large frame or a large document's sync at once.
         if self._outbox_bytes > self._max_outbox_bytes:

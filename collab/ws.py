@@ -13,7 +13,7 @@ from functools import partial
 from aiohttp import WSMsgType, web
 
 from collab import protocol
-from collab.appkeys import GUARD, ROOMS, SETTINGS
+from collab.appkeys import FRAMES, GUARD, ROOMS, SETTINGS
 from collab.auth import Grant, Permission
 from collab.config import Settings
 from collab.errors import (
@@ -26,6 +26,7 @@ from collab.errors import (
     Unauthorized,
     UnsupportedMessage,
 )
+from collab.frames import DirectWriter
 from collab.limits import TokenBucket
 from collab.names import doc_name_from_path
 from collab.peer import (
@@ -126,6 +127,8 @@ async def _serve(
         access=access,
     )
     peer.abort = partial(_abort, request)
+    if isinstance(request.transport, asyncio.Transport):
+        peer.write_now = DirectWriter(request.transport, lambda: ws.closed, request.app[FRAMES])
     writer = asyncio.create_task(_write(peer, ws), name=f"writer {peer.label}")
     expiry = _expire_at(peer, grant.expires_at)
     room.join(peer)
@@ -133,7 +136,7 @@ async def _serve(
     try:
         await _read(ws, room, peer, settings)
     finally:
-        peer.abort = None
+        peer.abort = peer.write_now = None
         if expiry is not None:
             expiry.cancel()
         room.leave(peer)
