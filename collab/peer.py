@@ -56,6 +56,8 @@ class Peer:
         self.abort: Callable[[], None] | None = None
         # Set by the transport: writes a frame at once if the connection keeps up.
         self.write_now: Callable[[bytes], bool] | None = None
+        # Set by the transport: starts a task that runs `drain` on the connection.
+        self.start_writer: Callable[[], asyncio.Task[None]] | None = None
         self.grant = grant  # the credential it came with
         self.access = access  # what it may do in its room: read, write or admin
         self.denied_at = float("-inf")  # when it was last told it may not write
@@ -63,9 +65,10 @@ class Peer:
         self.close_code: int | None = None
         self.close_reason = ""
         self._max_outbox_bytes = max_outbox_bytes
-        self._outbox: deque[bytes] = deque()
+        # Made when first needed: most peers keep up and never queue a frame.
+        self._outbox: deque[bytes] | None = None
         self._outbox_bytes = 0
-        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Peer {self.label}>"
@@ -73,6 +76,11 @@ class Peer:
     @property
     def closing(self) -> bool:
         return self.close_code is not None
+
+    @property
+    def writer(self) -> asyncio.Task[None] | None:
+        """The task writing this peer's queued frames (or its close), while one runs."""
+        return self._writer if self._writer is not None and not self._writer.done() else None
 
     def send(self, frame: bytes) -> None:
         """Queue one protocol message for this peer."""
@@ -88,25 +96,31 @@ class Peer:
             if self.abort is not None:
                 self.abort()  # it reads nothing, so a close frame would never get through
             return
+        if self._outbox is None:
+            self._outbox = deque()
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
-        self._wakeup.set()
+        self._ensure_writer()
 
     def close(self, code: int, reason: str) -> None:
         """Ask for the connection to be closed with `code`; unsent frames are discarded."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            self._outbox.clear()
+            self._outbox = None
             self._outbox_bytes = 0
-            self._wakeup.set()
+            self._ensure_writer()
 
-    async def run(self, transport: Transport) -> None:
-        """Write the outbox to `transport` until the peer is closed, then close it."""
-        while self.close_code is None:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._outbox and self.close_code is None:
-                frame = self._outbox.popleft()
-                self._outbox_bytes -= len(frame)
-                await transport.send_bytes(frame)
-        await transport.close(code=self.close_code, message=self.close_reason.encode()[:120])
+    def _ensure_writer(self) -> None:
+        if self.writer is None and self.start_writer is not None:
+            self._writer = self.start_writer()
+
+    async def drain(self, transport: Transport) -> None:
+        """Write the queued frames to `transport`, in order; then, if the peer is closed,
+        close the connection. Returns when nothing is left to do (a new writer starts
+        when something is queued again)."""
+        while self._outbox and self.close_code is None:
+            frame = self._outbox.popleft()
+            self._outbox_bytes -= len(frame)
+            await transport.send_bytes(frame)
+        if self.close_code is not None:
+            await transport.close(code=self.close_code, message=self.close_reason.encode()[:120])

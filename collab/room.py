@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable
 
 import pycrdt
@@ -54,7 +53,7 @@ class Room:
         self._unsaved: list[tuple[Peer | None, bytes, list[_Part]]] = []
         self._applied = 0  # updates applied to the document
         self._durable = 0  # ... of which committed to the store
-        self._held: deque[tuple[int, Peer, list[bytes]]] = deque()
+        self._held: list[tuple[int, Peer, list[bytes]]] = []
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._since_snapshot = 0
         self._snapshot_due: float | None = None
@@ -62,9 +61,11 @@ class Room:
         # since, which overstates it (updates repeat what they share) but never misses.
         self._size = 0
         self._sync_cache: tuple[bytes, int, list[bytes]] | None = None
-        self._wakeup = asyncio.Event()
         self._closing = False
+        # Runs while there is something to commit or a snapshot to take, then ends; the
+        # timer starts it again when a snapshot falls due. An idle room holds no task.
         self._flusher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def load(cls, name: str, store: Store, settings: Settings) -> Room:
@@ -84,7 +85,7 @@ class Room:
                     log.warning("%s: a stored update applied in part: %s", name, applied.refused)
             room._size += len(update)
         room._count_unsnapshotted(len(stored.updates))
-        room._flusher = asyncio.create_task(room._flush_loop(), name=f"room {name}")
+        room._schedule()
         return room
 
     def __repr__(self) -> str:
@@ -188,7 +189,7 @@ class Room:
         self._size += len(update)
         self._unsaved.append((sender, update, parts))
         self._applied += 1
-        self._wakeup.set()
+        self._schedule()
         if applied.refused is not None:
             raise UpdateRejected(applied.refused)
 
@@ -289,24 +290,35 @@ class Room:
 
     # --- durability and snapshots
 
-    async def _flush_loop(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self._seconds_to_snapshot()):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
-            self._wakeup.clear()
-            if self._unsaved:
-                await self._commit()
-            if self._closing and not self._unsaved:
-                return
-            if self._snapshot_is_due():
+    def _schedule(self) -> None:
+        """Start the flush task if there is work now, else set the timer for when a
+        snapshot falls due. A running flush task looks for more work before it ends."""
+        if self._flusher is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._unsaved or (not self._closing and self._snapshot_is_due()):
+            self._flusher = asyncio.create_task(self._flush(), name=f"room {self.name}")
+        elif self._snapshot_due is not None and not self._closing:
+            delay = max(0.0, self._snapshot_due - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._schedule)
+
+    async def _flush(self) -> None:
+        try:
+            while self._unsaved or (not self._closing and self._snapshot_is_due()):
+                if self._unsaved:
+                    await self._commit()
+                    continue
                 try:
                     await self.snapshot()
                 except StoreError as exc:
                     log.error("%s: snapshot failed, will retry: %s", self.name, exc)
                     self._snapshot_due = time.monotonic() + 5.0
+                    break
+        finally:
+            self._flusher = None
+        self._schedule()
 
     async def _commit(self) -> None:
         batch, self._unsaved = self._unsaved, []
@@ -323,7 +335,7 @@ class Room:
         self._count_unsnapshotted(len(batch))
         self._broadcast([part for _, _, parts in batch for part in parts])
         while self._held and self._held[0][0] <= self._durable:
-            _, peer, frames = self._held.popleft()
+            _, peer, frames = self._held.pop(0)
             if peer in self.peers:
                 for frame in frames:
                     peer.send(frame)
@@ -348,8 +360,6 @@ class Room:
             self._since_snapshot += count
             if self._snapshot_due is None:
                 self._snapshot_due = time.monotonic() + self._settings.snapshot_seconds
-            if self._since_snapshot >= self._settings.snapshot_updates:
-                self._wakeup.set()
 
     def _snapshot_is_due(self) -> bool:
         if not self._since_snapshot or self._snapshot_due is None:
@@ -358,11 +368,6 @@ class Room:
             self._since_snapshot >= self._settings.snapshot_updates
             or time.monotonic() >= self._snapshot_due
         )
-
-    def _seconds_to_snapshot(self) -> float | None:
-        if self._snapshot_due is None:
-            return None
-        return max(0.0, self._snapshot_due - time.monotonic())
 
     @property
     def needs_snapshot(self) -> bool:
@@ -402,6 +407,8 @@ class Room:
         self._closing = True
         self._unsaved.clear()
         self._drop_presence()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.wait([self._flusher])
@@ -416,7 +423,8 @@ class Room:
             await self.snapshot()
         self._closing = True
         self._drop_presence()
-        self._wakeup.set()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._flusher is not None:
             # Shielded: a caller's timeout must not kill the task that commits updates.
             await asyncio.shield(self._flusher)

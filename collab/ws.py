@@ -129,7 +129,7 @@ async def _serve(
     peer.abort = partial(_abort, request)
     if isinstance(request.transport, asyncio.Transport):
         peer.write_now = DirectWriter(request.transport, lambda: ws.closed, request.app[FRAMES])
-    writer = asyncio.create_task(_write(peer, ws), name=f"writer {peer.label}")
+    peer.start_writer = partial(_start_writer, peer, ws)
     expiry = _expire_at(peer, grant.expires_at)
     room.join(peer)
     log.debug("%s: joined with %s access", peer, access)
@@ -141,7 +141,8 @@ async def _serve(
             expiry.cancel()
         room.leave(peer)
         peer.close(ws.close_code or 1000, "")
-        await _finish(writer, request)
+        if (writer := peer.writer) is not None:
+            await _finish(writer, request)
         log.debug("%s: left (%s)", peer, ws.close_code)
     return ws
 
@@ -215,9 +216,13 @@ def _refuse(peer: Peer, code: int, reason: str) -> None:
     peer.close(code, reason)
 
 
+def _start_writer(peer: Peer, ws: web.WebSocketResponse) -> asyncio.Task[None]:
+    return asyncio.create_task(_write(peer, ws), name=f"writer {peer.label}")
+
+
 async def _write(peer: Peer, ws: web.WebSocketResponse) -> None:
     try:
-        await peer.run(ws)
+        await peer.drain(ws)
     except (ConnectionError, RuntimeError) as exc:
         # The socket went away under a send; the read loop sees the same and ends.
         log.debug("%s: send failed: %r", peer, exc)

@@ -35,13 +35,23 @@ async def test_frames_go_straight_out_until_one_has_to_wait_then_keep_their_orde
 
     peer.write_now = write_now
     socket = RecordingSocket()
-    writer = asyncio.create_task(peer.run(socket))
-    for frame in (b"1", b"2", b"3"):
-        peer.send(frame)
-    await asyncio.sleep(0)  # the writer task drains what waited, in order
+    writers: list[asyncio.Task[None]] = []
+
+    def start_writer() -> asyncio.Task[None]:
+        writers.append(asyncio.create_task(peer.drain(socket)))
+        return writers[-1]
+
+    peer.start_writer = start_writer
+    peer.send(b"1")
+    assert writers == []  # nothing queued, no task
+    peer.send(b"2")
+    peer.send(b"3")
+    await asyncio.wait_for(writers[0], 5)  # drains what waited, in order, and ends
     peer.send(b"4")  # nothing waits any more: straight out again
+    assert len(writers) == 1
     peer.close(1000, "")
-    await asyncio.wait_for(writer, 5)
+    assert peer.writer is not None  # a writer again, for the close
+    await asyncio.wait_for(peer.writer, 5)
     assert written == [b"1", b"4"]
     assert socket.sent == [b"2", b"3"]
     assert socket.close_code == 1000
