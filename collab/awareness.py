@@ -8,9 +8,14 @@ re-send every state they learn, so dropping what is not new keeps relay traffic 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 from collab.protocol import NULL_STATE, AwarenessEntry, check_awareness_state
+
+# Clocks of clients that left are kept, so that a late, older state of theirs is not
+# taken for news; this many of them at most.
+_MAX_GONE = 10_000
 
 
 class Awareness:
@@ -49,19 +54,31 @@ class Awareness:
                 present[client] = not entry.removed
                 news.append(entry)
         for entry in news:
+            self._clocks.pop(entry.client_id, None)  # newest last, for _forget
             self._clocks[entry.client_id] = entry.clock
             if entry.removed:
                 self._states.pop(entry.client_id, None)
             else:
                 self._states[entry.client_id] = entry
+        self._forget()
         return news
+
+    def _forget(self) -> None:
+        """Drop the clocks of the longest-gone clients past a bound: a client sending
+        removals for ever new ids must not grow the room's memory without end."""
+        excess = len(self._clocks) - len(self._states) - _MAX_GONE
+        if excess > 0:
+            oldest_gone = (c for c in self._clocks if c not in self._states)
+            for client_id in list(itertools.islice(oldest_gone, excess)):
+                del self._clocks[client_id]
 
     def remove(self, client_ids: Iterable[int]) -> list[AwarenessEntry]:
         """Drop the states of `client_ids`; return the removal entries to tell the room."""
         removals = []
         for client_id in client_ids:
             if self._states.pop(client_id, None) is not None:
-                clock = self._clocks[client_id] + 1
+                clock = self._clocks.pop(client_id) + 1
                 self._clocks[client_id] = clock
                 removals.append(AwarenessEntry(client_id, clock, NULL_STATE))
+        self._forget()
         return removals

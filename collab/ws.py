@@ -143,6 +143,7 @@ async def _serve(
         peer.close(ws.close_code or 1000, "")
         if (writer := peer.writer) is not None:
             await _finish(writer, request)
+        _stop_heartbeat(ws)
         log.debug("%s: left (%s)", peer, ws.close_code)
     return ws
 
@@ -227,6 +228,19 @@ async def _write(peer: Peer, ws: web.WebSocketResponse) -> None:
         # The socket went away under a send; the read loop sees the same and ends.
         log.debug("%s: send failed: %r", peer, exc)
         peer.close(1006, "connection lost")
+
+
+def _stop_heartbeat(ws: web.WebSocketResponse) -> None:
+    """Cancel aiohttp's ping timer of a finished connection.
+
+    aiohttp 3.14 re-arms it when the client's last bytes arrive while close() waits
+    for them (its data-received hook ignores the closing state), and the timer then keeps
+    the whole connection in memory for another heartbeat period: found by fuzzing, tens
+    of MiB under connection churn. There is no public call for it.
+    """
+    cancel = getattr(ws, "_cancel_heartbeat", None)
+    if callable(cancel):
+        cancel()
 
 
 def _abort(request: web.Request) -> None:

@@ -54,3 +54,14 @@ def test_invalid_json_is_refused_without_changing_anything() -> None:
     with pytest.raises(ProtocolError):
         awareness.apply([entry(1, 1), entry(2, 1, b"{oops")])
     assert awareness.states == []
+
+
+def test_clocks_of_clients_long_gone_are_forgotten_past_a_bound() -> None:
+    awareness = Awareness()
+    awareness.apply([AwarenessEntry(1, 1, b"{}")])  # present all along
+    for client in range(2, 30_000):  # removals for ever new ids
+        awareness.apply([AwarenessEntry(client, 1, b"null")])
+    assert len(awareness._clocks) <= 10_001
+    assert [entry.client_id for entry in awareness.states] == [1]
+    # The most recent leavers are still known: an older state of theirs is no news.
+    assert awareness.apply([AwarenessEntry(29_999, 1, b"{}")]) == []
