@@ -138,21 +138,18 @@ class Document:
         if ready is not None:
             try:
                 self._integrate(ready)
-            except UpdateRejected as exc:
-                if self._pending is None:
-                    if self._integrated:
-                        return self._partly(had_pending, exc)
-                    raise
+            except UpdateRejected:
                 # Yrs may have failed on a part it keeps pending itself (an item whose
                 # parent turns out not to be a type): without that, try once more. What
                 # it integrated before failing is in the rebuilt document too.
-                self._forget_yrs_pending()
                 try:
+                    if self._pending is None or not self._forget_yrs_pending():
+                        raise
                     self._integrate(ready)
-                except UpdateRejected as again:
+                except UpdateRejected as failed:
                     if not self._integrated:
                         raise
-                    return self._partly(had_pending, again)
+                    return self._partly(had_pending, failed)
         self._pending = pending
         if ready is not None:
             self._keep(self._residue(ready))
@@ -260,14 +257,21 @@ class Document:
             # peer's close is logged with this reason), not a fault of the server's.
             raise UpdateRejected(f"pycrdt panicked: {exc}") from None
 
-    def _forget_yrs_pending(self) -> None:
+    def _forget_yrs_pending(self) -> bool:
         """Rebuild the Yrs document from its state, which leaves out what Yrs keeps
-        pending; all of that is in `self._pending` too, and is retried from there."""
+        pending; all of that is in `self._pending` too, and is retried from there.
+        Returns False, changing nothing, if Yrs cannot load its own state (fuzzing
+        found such states, see the crafted history test)."""
         fresh: pycrdt.Doc[Any] = pycrdt.Doc()
-        fresh.apply_update(self.ydoc.get_update())
+        try:
+            fresh.apply_update(self.ydoc.get_update())
+        except Exception as exc:  # noqa: BLE001 - pycrdt raises ValueError and RuntimeError
+            log.warning("could not rebuild a document from its own state: %s", exc)
+            return False
         self.ydoc = self._observed(fresh)
         self._sv = None
         log.warning("rebuilt a document without the pending parts Yrs held")
+        return True
 
     def _merged(self, part: bytes | None) -> bytes | None:
         """The pending update with `part` added. Raises ValueError if Yrs cannot read it."""
