@@ -144,7 +144,11 @@ class Settings:
     # --- Limits
     max_connections: int = _opt(10_000, "Connections in all (more are refused with 503).")
     max_connections_per_room: int = _opt(1_000, "Connections to one document (429 above).")
-    max_connections_per_address: int = _opt(200, "Connections from one client address (429 above).")
+    max_connections_per_address: int = _opt(
+        10_000,
+        "Connections from one client address (429 above). Behind a proxy every client has "
+        "the proxy's address; lower it where clients connect directly.",
+    )
     max_messages_per_second: float = _opt(
         30_000.0,
         "Messages a connection may send per second, sustained over 5 s bursts (closed with "
