@@ -415,6 +415,7 @@ class Room:
         for _, future in self._flush_waiters:
             future.cancel()
         self._flush_waiters.clear()
+        self.document.close()
 
     async def close(self) -> None:
         """Commit everything, snapshot if anything is not in one, stop. Raises StoreError."""
@@ -428,3 +429,4 @@ class Room:
         if self._flusher is not None:
             # Shielded: a caller's timeout must not kill the task that commits updates.
             await asyncio.shield(self._flusher)
+        self.document.close()
