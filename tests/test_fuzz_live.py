@@ -50,7 +50,7 @@ PLAN += ("content",)
 
 
 # A fixed seed, so that CI runs the same frames every time (COLLAB_FUZZ_SEED picks
-# another). Random seeds are for scripts/fuzz.py: about one run in seven of this size
+# another). Random seeds are for scripts/fuzz.py: about one run in six of this size
 # finds a crafted history that pycrdt re-encodes unfaithfully, so that editors connected
 # before and after a reload of the room differ (docs/security.md, and the xfail test in
 # test_document.py); a seed that meets it would fail here on that, not on collab.
