@@ -106,7 +106,8 @@ class Settings:
         32 * MiB, "Largest WebSocket message accepted from a client (closed with 1009 above)."
     )
     sync_chunk_bytes: int = _opt(
-        256 * KiB, "Large document states are sent in updates of about this size."
+        960 * KiB,
+        "Large document states are sent in updates of about this size (under a 1 MiB frame).",
     )
     max_outbox_bytes: int = _opt(
         64 * MiB, "A peer with more unsent bytes than this is too slow and is dropped (1013)."

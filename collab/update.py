@@ -115,8 +115,11 @@ class _Reader(Reader):
                 self.var_bytes()
             return count, None
         if ref == STRING:
+            raw = self.var_bytes()
+            if raw.isascii():  # most text: one byte is one UTF-16 unit
+                return len(raw), None
             try:
-                text = self.var_bytes().decode("utf-8", "surrogatepass")
+                text = raw.decode("utf-8", "surrogatepass")
             except UnicodeDecodeError as exc:
                 raise UpdateFormatError(f"a string is not UTF-8: {exc}") from None
             return len(text.encode("utf-16-le", "surrogatepass")) // 2, None
