@@ -105,6 +105,39 @@ async def test_concurrent_appends_are_committed_in_few_transactions(db_path: Pat
     await store.close()
 
 
+async def test_appends_to_known_documents_are_one_statement_per_batch(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.append("doc", [b"first"])  # creates the document's row
+    statements: list[str] = []
+    await store._writer.set_trace_callback(statements.append)
+    await asyncio.gather(*(store.append("doc", [b"u"]) for _ in range(100)))
+    # (SQLite traces a statement again at each run of its trigger.)
+    inserts = {s for s in statements if s.startswith("INSERT INTO updates")}
+    assert 1 <= len(inserts) <= 5 and "COMMIT" not in statements
+    loaded = await store.load("doc")
+    assert len(loaded.updates) == loaded.update_count == 101
+    await store.close()
+
+
+async def test_a_schema_2_database_is_migrated_and_keeps_counting(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:  # as collab left it before schema 3
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for script in MIGRATIONS[:2]:
+            conn.executescript(script)
+        conn.execute("INSERT INTO schema_version VALUES (2)")
+        conn.execute(
+            "INSERT INTO docs (name, created_at, updated_at, update_count) VALUES ('a', 1, 1, 1)"
+        )
+        conn.execute("INSERT INTO updates (doc_id, data) VALUES (1, x'00')")
+    store = await SQLiteStore.open(db_path)
+    await store.append("a", [b"1", b"2"])
+    (info,) = await store.docs()
+    assert info.update_count == 3 and info.updated_at > 1_000_000_000
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+
+
 async def test_writes_after_close_raise_store_error(db_path: Path) -> None:
     store = await SQLiteStore.open(db_path)
     await store.close()
