@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -490,61 +490,55 @@ async def run_coldload(args: argparse.Namespace) -> None:
     print_table(rows)
 
 
-async def run_rooms(args: argparse.Namespace) -> None:
+async def _each_run(
+    name: str, reps: int, measure: Callable[[Server], Awaitable[dict[str, Any]]]
+) -> None:
+    """Run `measure` against a fresh server `reps` times; print a row per run."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(args.reps):
-            server = Server("sqlite", Path(tmp) / f"rooms{rep}.db")
+        for rep in range(reps):
+            server = Server("sqlite", Path(tmp) / f"{name}{rep}.db")
             server.start()
             try:
-                row = await bench_load.many_rooms(
-                    server.url,
-                    server.cpu_seconds,
-                    open_socket,
-                    typing_updates,
-                    writer_clock,
-                    args.rooms,
-                    args.clients,
-                    args.rate,
-                    args.duration,
-                )
+                row = await measure(server)
             finally:
                 server.stop()
             rows.append({"run": rep + 1, **row})
     print_table(rows)
+
+
+async def run_rooms(args: argparse.Namespace) -> None:
+    async def measure(server: Server) -> dict[str, Any]:
+        return await bench_load.many_rooms(
+            server.url,
+            server.cpu_seconds,
+            open_socket,
+            typing_updates,
+            writer_clock,
+            args.rooms,
+            args.clients,
+            args.rate,
+            args.duration,
+        )
+
+    await _each_run("rooms", args.reps, measure)
 
 
 async def run_storm(args: argparse.Namespace) -> None:
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(args.reps):
-            server = Server("sqlite", Path(tmp) / f"storm{rep}.db")
-            server.start()
-            assert server.proc is not None
-            try:
-                row = await bench_load.storm(
-                    server.url, server.proc.pid, open_socket, args.connections
-                )
-            finally:
-                server.stop()
-            rows.append({"run": rep + 1, **row})
-    print_table(rows)
+    async def measure(server: Server) -> dict[str, Any]:
+        assert server.proc is not None
+        return await bench_load.storm(server.url, server.proc.pid, open_socket, args.connections)
+
+    await _each_run("storm", args.reps, measure)
 
 
 async def run_presence(args: argparse.Namespace) -> None:
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(args.reps):
-            server = Server("sqlite", Path(tmp) / f"presence{rep}.db")
-            server.start()
-            try:
-                row = await bench_load.presence(
-                    server.url, server.cpu_seconds, args.clients, args.moves, args.duration
-                )
-            finally:
-                server.stop()
-            rows.append({"run": rep + 1, **row})
-    print_table(rows)
+    async def measure(server: Server) -> dict[str, Any]:
+        return await bench_load.presence(
+            server.url, server.cpu_seconds, args.clients, args.moves, args.duration
+        )
+
+    await _each_run("presence", args.reps, measure)
 
 
 def main() -> None:
