@@ -309,6 +309,9 @@ class Room:
             while self._unsaved or (not self._closing and self._snapshot_is_due()):
                 if self._unsaved:
                     await self._commit()
+                # Between commits too: under a steady stream of updates there is always
+                # something unsaved, and the log must not grow until the stream stops.
+                if self._closing or not self._snapshot_is_due():
                     continue
                 try:
                     await self.snapshot()

@@ -311,6 +311,38 @@ class FailingStore:
         return await self.inner.save_snapshot(doc, state, kind=kind, label=label)
 
 
+class SlowStore(FailingStore):
+    """A real SQLiteStore whose appends take 5 ms more, as on a slow disk."""
+
+    def __init__(self, inner: SQLiteStore) -> None:
+        super().__init__(inner, failures=0)
+
+    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
+        await asyncio.sleep(0.005)
+        await self.inner.append(doc, updates)
+
+    async def snapshots(self, doc: str) -> list[Snapshot]:
+        return await self.inner.snapshots(doc)
+
+
+async def test_snapshots_are_taken_while_updates_keep_coming(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Found by the cold-load benchmark: when updates come faster than commits, there is
+    always something to commit, and snapshots waited for the stream to stop; after a
+    crash, loading replayed the whole history."""
+    slow = SlowStore(store)
+    room = await Room.load("doc", slow, Settings(db=db_path, snapshot_updates=50))  # type: ignore[arg-type]
+    peer = RecordingPeer("peer")
+    room.join(peer)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    for _ in range(400):  # an update every millisecond, a commit every 5
+        room.receive(peer, protocol.SyncUpdate(text_update(doc, "x")))
+        await asyncio.sleep(0.001)
+    assert len(await slow.snapshots("doc")) >= 3  # taken before the stream ended
+    await room.close()
+
+
 async def test_failed_commit_is_retried_and_nothing_is_relayed_before(
     store: SQLiteStore, settings: Settings, db_path: Path
 ) -> None:
