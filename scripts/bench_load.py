@@ -96,7 +96,7 @@ async def many_rooms(
             sent_at[room][index] = time.perf_counter()
             await ws.send_bytes(frame)
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = [
             [await open_socket(session, f"{url}/rooms-{room}") for _ in range(clients)]
             for room in range(rooms)
