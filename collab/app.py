@@ -18,7 +18,7 @@ from functools import partial
 
 from aiohttp import web
 
-from collab import __version__, api, pages, ws
+from collab import __version__, api, document, pages, ws
 from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE
 from collab.config import Settings
 from collab.documents import Documents
@@ -83,6 +83,7 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
 
 
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
+    document.warm_up()
     rooms = Rooms(app[STORE], app[SETTINGS])
     app[ROOMS] = rooms
     app[DOCUMENTS] = Documents(rooms, app[STORE], app[SETTINGS])

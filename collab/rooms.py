@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 
 from collab.config import Settings
@@ -75,12 +76,13 @@ class Rooms:
             return await asyncio.shield(loading)
 
     async def _load(self, name: str) -> Room:
+        started = time.perf_counter()
         try:
             room = await Room.load(name, self._store, self._settings)
         finally:
             del self._loading[name]
         self._rooms[name] = room
-        log.debug("%s: loaded", name)
+        log.debug("%s: loaded in %.1f ms", name, (time.perf_counter() - started) * 1000)
         return room
 
     def release(self, name: str) -> None:
