@@ -126,7 +126,7 @@ async def start(settings: Settings, store: Store | None = None) -> tuple[web.App
         access_log=None,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.listen_backlog)
     try:
         await site.start()
     except BaseException:

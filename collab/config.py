@@ -64,6 +64,11 @@ class Settings:
     host: str = _opt("127.0.0.1", "Address to listen on.")
     port: int = _opt(1234, "TCP port to listen on.")
     base_path: str = _opt("/", "URL prefix under which WebSocket room names live (e.g. /collab/).")
+    listen_backlog: int = _opt(
+        2048,
+        "Connections the OS queues until the server accepts them (capped by the OS at "
+        "net.core.somaxconn); a storm of connections past it waits for TCP retries.",
+    )
 
     # --- Storage
     db: Path = _opt(Path("collab.db"), "SQLite database file; created on first start.")
@@ -171,6 +176,7 @@ class Settings:
         if not self.base_path.startswith("/"):
             raise ValueError("base_path must start with '/'")
         for name in (
+            "listen_backlog",
             "snapshot_updates",
             "max_message_bytes",
             "sync_chunk_bytes",
