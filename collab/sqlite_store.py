@@ -9,6 +9,7 @@ always sees a committed, consistent view.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 import time
@@ -78,6 +79,9 @@ MIGRATIONS: list[str] = [
     END;
     """,
 ]
+
+# Documents one load query takes (one variable each).
+_DOCS_PER_READ = 500
 
 # Rows one INSERT statement takes (two variables each; SQLite allows 32,766 variables).
 _ROWS_PER_INSERT = 10_000
@@ -182,6 +186,10 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
 class SQLiteStore:
     """The `Store` on one SQLite file. Create with `await SQLiteStore.open(path)`."""
 
@@ -190,7 +198,8 @@ class SQLiteStore:
         self._reader = reader
         self._queue: deque[_Op] = deque()
         self._wakeup = asyncio.Event()
-        self._read_lock = asyncio.Lock()
+        self._loads: dict[str, list[asyncio.Future[StoredDoc]]] = {}
+        self._reads: asyncio.Task[None] | None = None
         self._closing = False
         self._doc_ids: dict[str, int] = {}
         self._task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
@@ -439,38 +448,73 @@ class SQLiteStore:
     # --- reads: on their own connection, each in one read transaction
 
     async def load(self, doc: str) -> StoredDoc:
-        # One read transaction at a time on the one read connection: rooms load
-        # concurrently, and a second BEGIN inside the first fails.
-        async with self._read_lock:
-            try:
-                await self._reader.execute("BEGIN")
-                try:
-                    return await self._read_doc(doc)
-                finally:
-                    await self._reader.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot load {doc!r}: {exc}") from exc
+        # Loads that arrive together are read together, in one read transaction of three
+        # queries: a storm of connections to many rooms then costs a few trips to the
+        # database thread, not five or more per room (found: 3,000 rooms loaded one after
+        # the other took 4.5 s, while the event loop had time to spare).
+        if self._closing:
+            raise StoreError("store is closed")
+        done: asyncio.Future[StoredDoc] = self._future()
+        self._loads.setdefault(doc, []).append(done)
+        if self._reads is None or self._reads.done():
+            self._reads = asyncio.create_task(self._read_loop(), name="sqlite-reader")
+        return await done
 
-    async def _read_doc(self, doc: str) -> StoredDoc:
+    async def _read_loop(self) -> None:
+        while self._loads:
+            names = list(itertools.islice(self._loads, _DOCS_PER_READ))
+            waiting = [(name, self._loads.pop(name)) for name in names]
+            try:
+                stored = await self._read_docs(names)
+            # Whatever failed, every waiting load must hear of it, or its room never opens.
+            except Exception as exc:  # noqa: BLE001
+                for name, futures in waiting:
+                    error = StoreError(f"cannot load {name!r}: {exc}")
+                    error.__cause__ = exc
+                    for future in futures:
+                        if not future.done():  # unless its caller gave up waiting
+                            future.set_exception(error)
+                continue
+            for name, futures in waiting:
+                for future in futures:
+                    if not future.done():
+                        future.set_result(stored.get(name) or StoredDoc(None, [], 0))
+
+    async def _read_docs(self, names: list[str]) -> dict[str, StoredDoc]:
         reader = self._reader
-        async with reader.execute(
-            "SELECT id, update_count FROM docs WHERE name = ?", (doc,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return StoredDoc(None, [], 0)
-        doc_id, update_count = row
-        async with reader.execute(
-            "SELECT state, log_id FROM snapshots WHERE doc_id = ? ORDER BY id DESC LIMIT 1",
-            (doc_id,),
-        ) as cur:
-            snap = await cur.fetchone()
-        state, log_id = (bytes(snap[0]), snap[1]) if snap else (None, 0)
-        async with reader.execute(
-            "SELECT data FROM updates WHERE doc_id = ? AND id > ? ORDER BY id", (doc_id, log_id)
-        ) as cur:
-            updates = [bytes(r[0]) for r in await cur.fetchall()]
-        return StoredDoc(state, updates, update_count)
+        await reader.execute("BEGIN")
+        try:
+            rows = await reader.execute_fetchall(
+                f"SELECT id, name, update_count FROM docs WHERE name IN ({_marks(names)})",
+                names,
+            )
+            if not rows:
+                return {}
+            ids = [row[0] for row in rows]
+            snapshots = {
+                doc_id: (bytes(state), log_id)
+                for doc_id, state, log_id in await reader.execute_fetchall(
+                    f"SELECT doc_id, state, log_id FROM snapshots WHERE id IN (SELECT max(id) "
+                    f"FROM snapshots WHERE doc_id IN ({_marks(ids)}) GROUP BY doc_id)",
+                    ids,
+                )
+            }
+            # Each one's log after its latest snapshot.
+            after = [(doc_id, snapshots.get(doc_id, (None, 0))[1]) for doc_id in ids]
+            logs: dict[int, list[bytes]] = {doc_id: [] for doc_id in ids}
+            for doc_id, data in await reader.execute_fetchall(
+                f"WITH after(doc_id, log_id) AS (VALUES {','.join(['(?, ?)'] * len(after))}) "
+                "SELECT u.doc_id, u.data FROM after a "
+                "JOIN updates u ON u.doc_id = a.doc_id AND u.id > a.log_id ORDER BY u.id",
+                [value for pair in after for value in pair],
+            ):
+                logs[doc_id].append(bytes(data))
+        finally:
+            await reader.execute("COMMIT")
+        return {
+            name: StoredDoc(snapshots.get(doc_id, (None, 0))[0], logs[doc_id], update_count)
+            for doc_id, name, update_count in rows
+        }
 
     async def snapshots(self, doc: str) -> list[Snapshot]:
         try:
@@ -527,5 +571,7 @@ class SQLiteStore:
         self._closing = True
         self._wakeup.set()
         await self._task
+        if self._reads is not None:
+            await asyncio.wait([self._reads])
         await self._reader.close()
         await self._writer.close()

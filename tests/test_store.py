@@ -210,3 +210,40 @@ async def test_many_documents_load_at_the_same_moment(db_path: Path) -> None:
         (b"s%d" % i, [b"after%d" % i]) for i in range(20)
     ]
     await store.close()
+
+
+async def test_loads_that_arrive_together_are_read_in_one_transaction(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    for i in range(0, 1200, 3):  # every third document exists; some have snapshots
+        await store.append(f"doc{i}", [b"a%d" % i, b"b%d" % i])
+        if i % 2:
+            await store.save_snapshot(f"doc{i}", b"s%d" % i)
+            await store.append(f"doc{i}", [b"c%d" % i])
+
+    def expected(i: int) -> tuple[bytes | None, list[bytes], int]:
+        if i % 3:
+            return None, [], 0
+        if i % 2:
+            return b"s%d" % i, [b"c%d" % i], 3
+        return None, [b"a%d" % i, b"b%d" % i], 2
+
+    begins: list[str] = []
+    await store._reader.set_trace_callback(
+        lambda sql: begins.append(sql) if sql == "BEGIN" else None
+    )
+    numbers = [*range(1200), 3, 4]  # two names asked for twice
+    loaded = await asyncio.gather(*(store.load(f"doc{i}") for i in numbers))
+    assert [(d.state, d.updates, d.update_count) for d in loaded] == list(map(expected, numbers))
+    assert 1 <= len(begins) <= 4  # 500 documents per read
+    await store.close()
+
+
+async def test_a_failed_read_fails_every_load_waiting_for_it(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    await store.append("doc", [b"u"])
+    await store._reader.close()
+    results = await asyncio.gather(
+        *(store.load(f"doc{i}") for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreError) and "cannot load" in str(r) for r in results), results
+    await store.close()
