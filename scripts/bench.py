@@ -278,7 +278,8 @@ async def fanout(
     frames = [protocol.encode_update(update) for update in updates]
     sent_at = [0.0] * len(updates)
     arrivals = [[0.0] * len(updates) for _ in range(readers)]
-    async with aiohttp.ClientSession() as session:
+    # No connection limit: aiohttp's default of 100 would hold back readers past the 100th.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         group = [Reader(await open_socket(session, f"{server.url}/{room}")) for _ in range(readers)]
         writer = await open_socket(session, f"{server.url}/{room}")
         tasks = [
