@@ -41,6 +41,11 @@ class Rooms:
     def __len__(self) -> int:
         return len(self._rooms)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the server is shutting down: rooms no longer load."""
+        return self._closed
+
     def get(self, name: str) -> Room | None:
         """The room of `name` if it is loaded."""
         return self._rooms.get(name)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -213,6 +215,37 @@ async def test_bad_frames_close_only_their_connection(
         async with Client(server.url, "doc") as check:
             await check.wait_for(lambda: text_of(check) == "before after")
         assert not bystander.closed.is_set()
+
+
+async def test_a_document_that_cannot_be_loaded_closes_with_1011_and_loses_nothing(
+    make_server: MakeServer, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(room_grace_seconds=0.1)
+    rooms = server.runner.app[ROOMS]
+    async with Client(server.url, "stored") as writer:
+        writer.doc.get("t", type=pycrdt.Text).insert(0, "kept")
+        await writer.flush()
+    async with asyncio.timeout(5):
+        while rooms.get("stored") is not None:  # unloaded, with a snapshot
+            await asyncio.sleep(0.02)
+    async with Client(server.url, "other") as bystander:
+        text = bystander.doc.get("t", type=pycrdt.Text)
+        text += "before"
+        await bystander.flush()
+        with sqlite3.connect(db_path) as conn:  # the database fails under the server
+            conn.execute("ALTER TABLE snapshots RENAME TO elsewhere")
+        async with raw_socket(f"{server.url}/stored") as ws:
+            assert await close_code(ws) == 1011
+        assert "cannot load 'stored'" in caplog.text
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("ALTER TABLE elsewhere RENAME TO snapshots")
+        text += " after"
+        await bystander.flush()
+        assert not bystander.closed.is_set()
+    async with Client(server.url, "stored") as check:
+        assert text_of(check) == "kept"
+    async with Client(server.url, "other") as check:
+        assert text_of(check) == "before after"
 
 
 async def test_text_frame_is_refused_with_1003(server: RunningServer) -> None:
