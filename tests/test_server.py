@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,18 @@ async def close_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
             message = await ws.receive()
             if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                 return ws.close_code
+
+
+async def write_and_unload(server: RunningServer, name: str, text: str) -> None:
+    """Write `text` into `name`, then wait until its room has unloaded (with a snapshot);
+    the server must run with a short room grace period."""
+    async with Client(server.url, name) as writer:
+        writer.doc.get("t", type=pycrdt.Text).insert(0, text)
+        await writer.flush()
+    rooms = server.runner.app[ROOMS]
+    async with asyncio.timeout(10):
+        while rooms.get(name) is not None:
+            await asyncio.sleep(0.02)
 
 
 async def test_concurrent_edits_converge_and_a_late_joiner_gets_everything(
@@ -221,23 +233,19 @@ async def test_a_document_that_cannot_be_loaded_closes_with_1011_and_loses_nothi
     make_server: MakeServer, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await make_server(room_grace_seconds=0.1)
-    rooms = server.runner.app[ROOMS]
-    async with Client(server.url, "stored") as writer:
-        writer.doc.get("t", type=pycrdt.Text).insert(0, "kept")
-        await writer.flush()
-    async with asyncio.timeout(5):
-        while rooms.get("stored") is not None:  # unloaded, with a snapshot
-            await asyncio.sleep(0.02)
+    await write_and_unload(server, "stored", "kept")
     async with Client(server.url, "other") as bystander:
         text = bystander.doc.get("t", type=pycrdt.Text)
         text += "before"
         await bystander.flush()
-        with sqlite3.connect(db_path) as conn:  # the database fails under the server
+        async with Client(server.url, "other") as check:  # answered once "before" is stored
+            assert text_of(check) == "before"
+        with closing(sqlite3.connect(db_path)) as conn:  # the database fails under the server
             conn.execute("ALTER TABLE snapshots RENAME TO elsewhere")
         async with raw_socket(f"{server.url}/stored") as ws:
             assert await close_code(ws) == 1011
         assert "cannot load 'stored'" in caplog.text
-        with sqlite3.connect(db_path) as conn:
+        with closing(sqlite3.connect(db_path)) as conn:
             conn.execute("ALTER TABLE elsewhere RENAME TO snapshots")
         text += " after"
         await bystander.flush()
@@ -300,13 +308,7 @@ async def test_many_clients_joining_at_once_share_one_load(
     make_server: MakeServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await make_server(room_grace_seconds=0.1)
-    rooms = server.runner.app[ROOMS]
-    async with Client(server.url, "storm") as seed:
-        seed.doc.get("t", type=pycrdt.Text).insert(0, "seed")
-        await seed.flush()
-    async with asyncio.timeout(10):
-        while rooms.get("storm") is not None:  # unloaded: the joins below must load it
-            await asyncio.sleep(0.05)
+    await write_and_unload(server, "storm", "seed")  # the joins below must load it
     caplog.set_level(logging.DEBUG, logger="collab.rooms")
     clients = [Client(server.url, "storm") for _ in range(30)]
     await asyncio.gather(*(client.connect() for client in clients))
