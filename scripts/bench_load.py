@@ -2,8 +2,8 @@
 
 Each takes a started `bench.Server` and returns one table row. The load runs in the
 benchmark's own process (one core): at high rates it is the limit, which the row says
-with the benchmark's CPU next to the server's. The shared Node harness in ../shared/bench
-drives the same scenarios harder.
+with the benchmark's CPU next to the server's. A Node load generator drives the same
+scenarios harder (docs/benchmarks.md).
 """
 
 from __future__ import annotations

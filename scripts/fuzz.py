@@ -699,6 +699,12 @@ async def fuzz_worker(
 # --- well-behaved clients ------------------------------------------------------------------
 
 
+def state_vector_of(doc: pycrdt.Doc[Any]) -> dict[str, int]:
+    """The clocks `doc` holds, as a view shows them. Yrs lists some clients at clock 0
+    (it heard of them, holds nothing of theirs): those are left out."""
+    return {str(c): n for c, n in decode_state_vector(doc.get_state()).items() if n}
+
+
 def view_of_state(state: bytes) -> dict[str, Any]:
     """What a user sees of a document: the state vector, and each root as the server's
     JSON export shows it (its type read from its content, as collab.roots does).
@@ -713,9 +719,7 @@ def view_of_state(state: bytes) -> dict[str, Any]:
         copy.apply_update(state)
     except Exception as exc:  # noqa: BLE001 - reported as what the user sees
         return {"state_vector": f"state does not apply again: {exc!r}"}
-    # Yrs lists some clients at clock 0 (it heard of them, holds nothing of theirs).
-    vector = {str(c): n for c, n in decode_state_vector(copy.get_state()).items() if n}
-    seen: dict[str, Any] = {"state_vector": vector}
+    seen: dict[str, Any] = {"state_vector": state_vector_of(copy)}
     try:
         types = root_types(state)
     except UpdateFormatError as exc:
@@ -928,7 +932,7 @@ async def converge(
 
 
 def _cannot_encode(client: Client, reference: dict[str, Any], seen: dict[str, Any]) -> bool:
-    live = {str(c): n for c, n in decode_state_vector(client.doc.get_state()).items() if n}
+    live = state_vector_of(client.doc)
     return bool(live == reference["state_vector"] != seen["state_vector"])
 
 
