@@ -15,8 +15,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import pycrdt
-
 from collab import content
 from collab.config import Settings
 from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
@@ -27,6 +25,7 @@ from collab.room import Room
 from collab.rooms import Rooms
 from collab.roots import parse_hints, root_types
 from collab.store import DocInfo, Snapshot, Store, iso_time
+from collab.tree import Tree
 from collab.update import UpdateFormatError
 
 log = logging.getLogger(__name__)
@@ -69,12 +68,11 @@ def export(state: bytes, fmt: Format, hints: dict[str, Any]) -> Exported:
     """A full state rendered as `fmt`. CPU-bound and pure: run it in a thread."""
     if fmt == "update":
         return Exported(state, "application/octet-stream")
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    doc.apply_update(state)
+    tree = Tree(state)
     types = root_types(state, hints)
     if fmt == "text":
-        return Exported(content.to_text(doc, types).encode(), "text/plain; charset=utf-8")
-    return Exported(content.dumps(content.to_json(doc, types)).encode(), "application/json")
+        return Exported(content.to_text(tree, types).encode(), "text/plain; charset=utf-8")
+    return Exported(content.dumps(content.to_json(tree, types)).encode(), "application/json")
 
 
 def check_label(label: Any) -> str:

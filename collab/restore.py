@@ -1,25 +1,40 @@
-"""Restore: the edits that make a live document equal to another version of it. No I/O.
+"""Restore: the update that makes a live document equal to another version of it. No I/O.
 
-A restore must be a forward change. Written over the stored state, an old version would
-be merged back away by every connected client's copy. So it is computed as ordinary edits
-on a copy of the live document, root by root: what the two share at the start and the end
-stays, the rest is deleted and the version's content inserted, formatting included. The
-result is one update, which a room applies, stores and broadcasts like any client's.
+A restore must be a forward change: written over the stored state, an old version would
+be merged back away by every connected client's copy. It must also leave every editor's
+undo history powerless over the result. A stock `Y.UndoManager` undoes an insertion by
+deleting the items it inserted, and a deletion by inserting a copy of what it deleted
+(`redoItem` in yjs/src/structs/Item.js), so:
+
+- The restored content is a fresh copy of the version, every item new and written by a
+  client id no one else has: no editor's undo stack holds any of it, so no undo removes it.
+- Everything the live document holds is deleted, types included: an undo that would
+  bring back a deleted item inside a deleted type is refused by `redoItem` (its parent is
+  gone, and it was not the one who deleted it).
+- Every key a root map part ever had gets a newer entry (the restored value, or one
+  deleted at once): `redoItem` refuses to bring back a map entry that another client has
+  overwritten since.
+
+What stays out of reach: a stock undo manager brings back an item it deleted at the top
+level of a root's sequence (a character of a root Text, a block of a root XmlFragment),
+because nothing in Yjs ties such an item to anything the restore can delete. README
+"Undo after a restore" says so; tests/test_undo_after_restore.py measures it.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import random
+from collections.abc import Mapping
 
-import pycrdt
+from pycrdt import write_var_uint
 
-from collab.content import read_root
 from collab.protocol import EMPTY_UPDATE
 from collab.roots import RootType, root_types
+from collab.tree import Item, Shared, Tree
+from collab.update import ANY, ID, JSON, STRING, TYPE
 
-Unit = tuple[Any, str]  # (a character or an embed, its attributes as sorted JSON)
+_NULL = b"\x7e"  # lib0 `null`
+_MAX_CLIENT = 2**32 - 1  # Yjs' client ids are 32 bits
 
 
 class RootTypeConflict(ValueError):
@@ -35,207 +50,151 @@ def restore_update(
         RootTypeConflict: a root's type differs between the two.
         UpdateFormatError: a state cannot be read.
     """
-    live_types = root_types(live_state, hints)
-    version_types = root_types(version_state, hints)
-    work: pycrdt.Doc[Any] = pycrdt.Doc()
-    work.apply_update(live_state)
-    version: pycrdt.Doc[Any] = pycrdt.Doc()
-    version.apply_update(version_state)
-    updates: list[bytes] = []
-    work.observe(lambda event: updates.append(event.update))
-    with work.transaction():
-        for name in sorted(live_types.keys() | version_types.keys()):
-            live_kind, version_kind = live_types.get(name), version_types.get(name)
-            if live_kind and version_kind and live_kind != version_kind:
-                raise RootTypeConflict(f"root {name!r} is {live_kind} now, {version_kind} then")
-            kind = version_kind or live_kind
-            if kind is None:
-                continue
-            source = read_root(version, name, kind) if version_kind else None
-            _EQUALIZERS[kind](read_root(work, name, kind), source)
-    return pycrdt.merge_updates(*updates) if updates else EMPTY_UPDATE
+    live_types, version_types = root_types(live_state, hints), root_types(version_state, hints)
+    for name in live_types.keys() & version_types.keys():
+        live_kind, version_kind = live_types[name], version_types[name]
+        if live_kind and version_kind and live_kind != version_kind:
+            raise RootTypeConflict(f"root {name!r} is {live_kind} now, {version_kind} then")
+    live, version = Tree(live_state), Tree(version_state)
+    clocks = live.state_vector()
+    writer = _Writer(_new_client(clocks))
+    for name in sorted(live.roots.keys() | version.roots.keys()):
+        _restore_root(writer, name, live.roots.get(name), version.roots.get(name))
+    if not writer.count and not clocks:
+        return EMPTY_UPDATE
+    deletions = {client: [(0, clock)] for client, clock in clocks.items()}
+    if writer.tombstones:
+        deletions[writer.client] = writer.tombstones
+    return writer.update(deletions)
 
 
-# --- text
+def _new_client(clocks: Mapping[int, int]) -> int:
+    rng = random.SystemRandom()
+    while (client := rng.randint(1, _MAX_CLIENT)) in clocks:
+        pass
+    return client
 
 
-def _units(delta: Sequence[tuple[Any, dict[str, Any] | None]]) -> list[Unit]:
-    units: list[Unit] = []
-    for chunk, attributes in delta:
-        key = json.dumps(attributes or {}, sort_keys=True)
-        if isinstance(chunk, str):
-            units.extend((char, key) for char in chunk)
-        else:
-            units.append((_Embed(chunk), key))
-    return units
+def _restore_root(writer: _Writer, name: str, live: Shared | None, version: Shared | None) -> None:
+    wanted = version.attributes() if version is not None else {}
+    if version is not None:
+        last = live.last() if live is not None else None
+        _copy_sequence(writer, version, last.last_id if last else None, name)
+    for key in sorted(wanted.keys() | (live.entries.keys() if live is not None else set())):
+        newest = live.entries.get(key) if live is not None else None
+        origin = newest.last_id if newest is not None else None
+        if key in wanted:
+            _copy_item(writer, wanted[key], origin=origin, parent=name, key=key)
+        else:  # a newer entry, deleted at once: no undo brings the old one back
+            writer.tombstone(origin=origin, parent=name, key=key)
 
 
-class _Embed:
-    """An embedded value in a text, compared by content."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self._key = json.dumps(value, sort_keys=True, default=repr)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Embed) and other._key == self._key
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-
-def _width(units: Sequence[Unit]) -> int:
-    """Length in pycrdt's text offsets: UTF-8 bytes, 1 for an embed."""
-    return sum(len(char.encode()) if isinstance(char, str) else 1 for char, _ in units)
-
-
-def _common_ends(old: Sequence[Any], new: Sequence[Any]) -> tuple[int, int]:
-    """Lengths of the common prefix and the common suffix (not overlapping)."""
-    limit = min(len(old), len(new))
-    prefix = 0
-    while prefix < limit and old[prefix] == new[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
-        suffix += 1
-    return prefix, suffix
-
-
-def _equal_text(live: Any, source: Any) -> None:
-    old = _units(live.diff())
-    new = _units(source.diff()) if source is not None else []
-    prefix, suffix = _common_ends(old, new)
-    start = _width(old[:prefix])
-    removed = _width(old[prefix : len(old) - suffix])
-    if removed:
-        del live[start : start + removed]
-    _insert_units(live, start, new[prefix : len(new) - suffix])
-
-
-def _insert_units(text: Any, at: int, units: Sequence[Unit]) -> None:
-    """Insert runs of units, each with its attributes given explicitly: an insert without
-    attributes would take on the formatting of the text before it."""
-    index = 0
-    while index < len(units):
-        char, key = units[index]
-        attributes = json.loads(key)
-        if isinstance(char, _Embed):
-            text.insert_embed(at, char.value, attributes)
-            at += 1
-            index += 1
+def _copy_sequence(writer: _Writer, source: Shared, origin: ID | None, parent: str | ID) -> None:
+    """Copy the live items of `source`'s sequence after `origin` (None: into `parent`)."""
+    pending: list[str] = []  # adjacent strings become one item
+    for item in source.children():
+        if item.kind == STRING:
+            assert isinstance(item.content, str)
+            pending.append(item.content)
             continue
-        end = index
-        while end < len(units) and isinstance(units[end][0], str) and units[end][1] == key:
-            end += 1
-        chunk = "".join(unit[0] for unit in units[index:end])
-        text.insert(at, chunk, attributes)
-        at += len(chunk.encode())
-        index = end
+        if pending:
+            origin = writer.string("".join(pending), origin, parent)
+            pending = []
+        origin = _copy_item(writer, item, origin=origin, parent=parent)
+    if pending:
+        writer.string("".join(pending), origin, parent)
 
 
-# --- values and nested types
+def _copy_item(
+    writer: _Writer, item: Item, *, origin: ID | None, parent: str | ID, key: str | None = None
+) -> ID:
+    """Copy one item (and a nested type's content); returns the copy's last id."""
+    if item.kind == STRING:
+        assert isinstance(item.content, str)
+        return writer.string(item.content, origin, parent, key)
+    if item.kind in (ANY, JSON):
+        assert isinstance(item.content, list)
+        content = _var_uint(len(item.content)) + b"".join(item.content)
+    else:
+        assert isinstance(item.content, bytes)
+        content = item.content
+    first = writer.write(item.kind, content, item.length, origin, parent, key)
+    if item.kind == TYPE:
+        assert item.shared is not None
+        _copy_sequence(writer, item.shared, None, first)
+        for entry_key, entry in sorted(item.shared.attributes().items()):
+            _copy_item(writer, entry, origin=None, parent=first, key=entry_key)
+    return first[0], first[1] + item.length - 1
 
 
-def _fingerprint(value: Any) -> Any:
-    """A comparable picture of a value or shared type, with its kind."""
-    if isinstance(value, pycrdt.Text | pycrdt.XmlText):
-        attributes = _attributes(value) if isinstance(value, pycrdt.XmlText) else {}
-        return (type(value).__name__, _units(value.diff()), _fingerprint(attributes))
-    if isinstance(value, pycrdt.Map):
-        return ("Map", {key: _fingerprint(item) for key, item in value.items()})
-    if isinstance(value, pycrdt.Array):
-        return ("Array", [_fingerprint(item) for item in value])
-    if isinstance(value, pycrdt.XmlElement):
-        attributes = {key: _fingerprint(item) for key, item in _attributes(value).items()}
-        return ("XmlElement", value.tag, attributes, [_fingerprint(c) for c in value.children])
-    if isinstance(value, pycrdt.XmlFragment):
-        return ("XmlFragment", [_fingerprint(child) for child in value.children])
-    return ("value", json.dumps(value, sort_keys=True, default=repr))
+class _Writer:
+    """New items of one client, encoded as a v1 update."""
+
+    def __init__(self, client: int) -> None:
+        self.client = client
+        self.clock = 0
+        self.count = 0
+        self.tombstones: list[tuple[int, int]] = []
+        self._structs = bytearray()
+
+    def write(
+        self,
+        kind: int,
+        content: bytes,
+        length: int,
+        origin: ID | None,
+        parent: str | ID,
+        key: str | None = None,
+    ) -> ID:
+        """Append one item after `origin`, or first in `parent` (under `key` for a map
+        entry); returns its id."""
+        out = self._structs
+        out.append(kind | (0x80 if origin else 0) | (0x20 if key is not None else 0))
+        if origin:
+            out += _var_uint(origin[0]) + _var_uint(origin[1])
+        else:
+            if isinstance(parent, str):
+                out += _var_uint(1) + _var_string(parent)
+            else:
+                out += _var_uint(0) + _var_uint(parent[0]) + _var_uint(parent[1])
+            if key is not None:
+                out += _var_string(key)
+        out += content
+        first = (self.client, self.clock)
+        self.clock += length
+        self.count += 1
+        return first
+
+    def string(self, text: str, origin: ID | None, parent: str | ID, key: str | None = None) -> ID:
+        length = (
+            len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
+        )
+        first = self.write(STRING, _var_string(text), length, origin, parent, key)
+        return first[0], first[1] + length - 1
+
+    def tombstone(self, *, origin: ID | None, parent: str, key: str) -> None:
+        first = self.write(ANY, _var_uint(1) + _NULL, 1, origin, parent, key)
+        self.tombstones.append((first[1], 1))
+
+    def update(self, deletions: Mapping[int, list[tuple[int, int]]]) -> bytes:
+        out = bytearray()
+        if self.count:
+            out += _var_uint(1) + _var_uint(self.count) + _var_uint(self.client) + _var_uint(0)
+            out += self._structs
+        else:
+            out += _var_uint(0)
+        out += _var_uint(len(deletions))
+        for client, ranges in sorted(deletions.items()):
+            out += _var_uint(client) + _var_uint(len(ranges))
+            for clock, length in ranges:
+                out += _var_uint(clock) + _var_uint(length)
+        return bytes(out)
 
 
-def _attributes(node: Any) -> dict[str, Any]:
-    return dict(iter(node.attributes))
+def _var_uint(value: int) -> bytes:
+    return bytes(write_var_uint(value))
 
 
-def _prelim(value: Any) -> Any:
-    """What to insert for `value`: plain values as they are, shared types empty (to be
-    filled once integrated, which formatting and nesting need)."""
-    if isinstance(value, pycrdt.XmlElement):
-        return pycrdt.XmlElement(value.tag)
-    for kind in (pycrdt.Text, pycrdt.Map, pycrdt.Array, pycrdt.XmlText, pycrdt.XmlFragment):
-        if isinstance(value, kind):
-            return kind()
-    return _plain(value)
-
-
-def _plain(value: Any) -> Any:
-    """pycrdt reads binary values as bytearray but only writes bytes."""
-    if isinstance(value, bytearray):
-        return bytes(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _fill(target: Any, source: Any) -> None:
-    """Copy the content of shared type `source` into the new, empty `target`."""
-    if isinstance(source, pycrdt.XmlText | pycrdt.XmlElement):
-        for key, item in _attributes(source).items():
-            target.attributes[key] = item
-    if isinstance(source, pycrdt.Text | pycrdt.XmlText):
-        _insert_units(target, 0, _units(source.diff()))
-    elif isinstance(source, pycrdt.Map):
-        for key, item in source.items():
-            target[key] = _prelim(item)
-            _fill(target[key], item)
-    elif isinstance(source, pycrdt.Array):
-        for index, item in enumerate(source):
-            target.insert(index, _prelim(item))
-            _fill(target[index], item)
-    elif isinstance(source, pycrdt.XmlElement | pycrdt.XmlFragment):
-        for child in source.children:
-            _fill(target.children.append(_prelim(child)), child)
-
-
-def _equal_map(live: Any, source: Any) -> None:
-    wanted = dict(source.items()) if source is not None else {}
-    for key in [key for key in live.keys() if key not in wanted]:
-        del live[key]
-    for key, item in wanted.items():
-        if key not in live or _fingerprint(live[key]) != _fingerprint(item):
-            live[key] = _prelim(item)
-            _fill(live[key], item)
-
-
-def _equal_sequence(
-    live: Any, items: list[Any], new: list[Any], insert: Callable[..., Any]
-) -> None:
-    old = [_fingerprint(item) for item in items]
-    prefix, suffix = _common_ends(old, [_fingerprint(item) for item in new])
-    if len(old) - suffix > prefix:
-        del live[prefix : len(old) - suffix]
-    for offset, item in enumerate(new[prefix : len(new) - suffix]):
-        _fill(insert(prefix + offset, _prelim(item)), item)
-
-
-def _equal_array(live: Any, source: Any) -> None:
-    def insert(index: int, value: Any) -> Any:
-        live.insert(index, value)
-        return live[index]
-
-    _equal_sequence(live, list(live), list(source) if source is not None else [], insert)
-
-
-def _equal_xml(live: Any, source: Any) -> None:
-    children = list(source.children) if source is not None else []
-    _equal_sequence(live.children, list(live.children), children, live.children.insert)
-
-
-_EQUALIZERS: dict[RootType, Callable[[Any, Any], None]] = {
-    "text": _equal_text,
-    "map": _equal_map,
-    "array": _equal_array,
-    "xml": _equal_xml,
-}
+def _var_string(text: str) -> bytes:
+    raw = text.encode("utf-8", "surrogatepass")
+    return _var_uint(len(raw)) + raw

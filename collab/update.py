@@ -68,7 +68,7 @@ class _Layout:
     delete_set_start: int = 0  # offset of the delete set, its count included
 
 
-class _Reader(Reader):
+class UpdateReader(Reader):
     """Adds the parts of the update format that lib0 primitives do not cover."""
 
     __slots__ = ()
@@ -173,7 +173,7 @@ class _Reader(Reader):
 
 
 def _layout(update: bytes) -> _Layout:
-    reader = _Reader(update)
+    reader = UpdateReader(update)
     blocks = []
     for _ in range(reader.var_uint()):
         count = reader.var_uint()
@@ -223,7 +223,7 @@ def parent_refs(update: bytes) -> ParentRefs:
     Raises:
         UpdateFormatError: `update` is not readable.
     """
-    reader = _Reader(update)
+    reader = UpdateReader(update)
     if reader.var_uint() == 1 and reader.var_uint() == 1:
         reader.id()
         if reader.byte() & 0xC0:  # one item with an origin: its parent is its origin's
@@ -281,7 +281,7 @@ def single_item(update: bytes) -> tuple[int, int, int] | None:
     Raises:
         UpdateFormatError: `update` is not readable.
     """
-    reader = _Reader(update)
+    reader = UpdateReader(update)
     if reader.var_uint() != 1 or reader.var_uint() != 1:
         return None
     client, clock = reader.id()
@@ -301,7 +301,7 @@ def deletions_only(update: bytes) -> list[tuple[int, int, int]] | None:
     Raises:
         UpdateFormatError: `update` is not readable.
     """
-    reader = _Reader(update)
+    reader = UpdateReader(update)
     if reader.var_uint() != 0:
         return None
     ranges = []
@@ -315,7 +315,7 @@ def deletions_only(update: bytes) -> list[tuple[int, int, int]] | None:
 
 def first_kind(update: bytes) -> int | None:
     """The kind of the first struct of `update` (None if it holds none)."""
-    reader = _Reader(update)
+    reader = UpdateReader(update)
     if reader.var_uint() == 0 or reader.var_uint() == 0:
         return None
     reader.id()
@@ -366,7 +366,7 @@ def hold_gaps(update: bytes, state_vector: dict[int, int]) -> tuple[bytes | None
     Raises:
         UpdateFormatError: `update` is not a readable v1 update.
     """
-    reader = _Reader(update)
+    reader = UpdateReader(update)
     blocks = reader.var_uint()
     if blocks == 0:
         return update, None

@@ -65,7 +65,12 @@ async def test_a_node_document_round_trips_and_its_restore_arrives_live(
                     ],
                 }
             ],
-            "rich": "plain bold italic",
+            "rich": [
+                {"text": "plain "},
+                {"text": "bold", "attributes": {"bold": True}},
+                {"text": " "},
+                {"text": "italic", "attributes": {"italic": True}},
+            ],
             "settings": {
                 "nested": {"list": [1, 2, {"deep": True}]},
                 "tags": ["a", "b"],

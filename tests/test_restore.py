@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from collab.protocol import EMPTY_UPDATE
 from collab.restore import RootTypeConflict, restore_update
+from collab.tree import Tree
+from collab.update import decode_state_vector
 from tests.docgen import content, edit, random_doc
 
 
@@ -89,9 +91,23 @@ def test_rich_text_keeps_marks_and_element_attributes() -> None:
     assert attributes == {"level": 2.0}
 
 
-def test_nothing_to_do_is_an_empty_update() -> None:
-    state = random_doc(9, steps=10).get_update()
-    assert restore_update(state, state) == EMPTY_UPDATE
+def test_restoring_the_same_content_rewrites_it_as_new_items_of_one_new_client() -> None:
+    live = random_doc(9, steps=10)
+    before = visible(live)
+    clients = set(decode_state_vector(live.get_state()))
+    live.apply_update(restore_update(live.get_update(), live.get_update()))
+    assert visible(live) == before
+    tree = Tree(live.get_update())
+    owners = {
+        item.client
+        for root in tree.roots.values()
+        for item in [*root.children(), *root.attributes().values()]
+    }
+    assert len(owners) == 1 and not owners & clients  # no editor's undo stack holds any
+
+
+def test_restoring_an_empty_document_into_an_empty_one_is_no_update() -> None:
+    assert restore_update(EMPTY_UPDATE, EMPTY_UPDATE) == EMPTY_UPDATE
 
 
 def test_a_root_that_changed_type_is_a_conflict() -> None:
