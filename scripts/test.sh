@@ -9,6 +9,10 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # belt and braces: never fetch a brow
 
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+# Third-party editors (Lexical, Quill, CodeMirror) for the restore tests, built into
+# tests/editors/dist/ (not committed: the tests build what the lockfile pins).
+npm ci --prefix tests/editors --no-audit --no-fund --loglevel=error
+npm run --silent --prefix tests/editors build
 # The committed editor bundle must be what the sources and the lockfile build.
 npm ci --prefix frontend --no-audit --no-fund --loglevel=error
 npm run --silent --prefix frontend check
