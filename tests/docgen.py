@@ -86,3 +86,146 @@ def normalized(delta: list[tuple[Any, dict[str, Any] | None]]) -> list[tuple[Any
         else:
             runs.append((chunk, attributes))
     return runs
+
+
+# --- nested documents of every type
+
+
+# ASCII: pycrdt's text offsets are UTF-8 bytes, and a random cut inside a character
+# makes Yrs panic; non-ASCII text is exercised by `random_doc`.
+_WORDS = ["a", "hello ", "xyz", "Q"]
+SHARED = (
+    pycrdt.Text,
+    pycrdt.Map,
+    pycrdt.Array,
+    pycrdt.XmlText,
+    pycrdt.XmlElement,
+    pycrdt.XmlFragment,
+)
+NESTED_ROOTS = {
+    "text": pycrdt.Text,
+    "map": pycrdt.Map,
+    "array": pycrdt.Array,
+    "xml": pycrdt.XmlFragment,
+}
+_VALUES: list[Any] = [
+    1,
+    2.5,
+    -7,
+    2**40,
+    "s",
+    "Zoë 😀",
+    None,
+    True,
+    b"\x00\xffbin",
+    [1, "a"],
+    {"k": {"n": [None]}},
+]
+_FORMATS: list[dict[str, Any]] = [
+    {"bold": True},
+    {"italic": True},
+    {"link": {"href": "x"}},
+    {"bold": None},
+]
+
+
+def _containers(value: Any) -> list[Any]:
+    """`value` and every shared type inside it."""
+    found = [value]
+    if isinstance(value, pycrdt.Map):
+        items: list[Any] = list(value.values())
+    elif isinstance(value, pycrdt.Array):
+        items = list(value)
+    elif isinstance(value, pycrdt.Text | pycrdt.XmlText):
+        items = [chunk for chunk, _ in value.diff()]
+    elif isinstance(value, pycrdt.XmlElement | pycrdt.XmlFragment):
+        items = list(value.children)
+    else:
+        items = []
+    for item in items:
+        if isinstance(item, SHARED):
+            found.extend(_containers(item))
+    return found
+
+
+def _new_type(rng: random.Random, xml: bool) -> Any:
+    if xml:
+        if rng.random() < 0.5:
+            return pycrdt.XmlText(rng.choice(_WORDS))
+        return pycrdt.XmlElement(rng.choice(["p", "h1", "li"]), {"n": rng.randint(0, 9)})
+    return rng.choice(
+        [
+            lambda: pycrdt.Text(rng.choice(_WORDS)),
+            lambda: pycrdt.Map({"a": rng.choice(_VALUES)}),
+            lambda: pycrdt.Array([rng.choice(_VALUES)]),
+            lambda: pycrdt.XmlFragment([pycrdt.XmlElement("q")]),
+        ]
+    )()
+
+
+def nested_edit(doc: pycrdt.Doc[Any], rng: random.Random) -> None:
+    """One random change somewhere in a nested document (roots: NESTED_ROOTS)."""
+    containers = [
+        c for name, kind in NESTED_ROOTS.items() for c in _containers(doc.get(name, type=kind))
+    ]
+    target = rng.choice(containers)
+    with doc.transaction():
+        if isinstance(target, pycrdt.Text | pycrdt.XmlText):
+            size = len(target)
+            roll = rng.random()
+            if roll < 0.45 or size < 2:
+                target.insert(
+                    rng.randint(0, size), rng.choice(_WORDS), rng.choice([None, *_FORMATS])
+                )
+            elif roll < 0.6:
+                start = rng.randint(0, size - 1)
+                del target[start : min(size, start + rng.randint(1, 3))]
+            elif roll < 0.75:
+                start = rng.randint(0, size - 1)
+                target.format(start, min(size, start + 2), rng.choice(_FORMATS))
+            elif roll < 0.85:
+                target.insert_embed(rng.randint(0, size), {"image": rng.choice(_WORDS)})
+            elif isinstance(target, pycrdt.XmlText) and rng.random() < 0.5:
+                target.attributes[rng.choice(["__type", "dir"])] = rng.choice(["p", "ltr", 3])
+            else:
+                embedded = pycrdt.Map({"__type": "text", "__format": rng.randint(0, 3)})
+                if isinstance(target, pycrdt.XmlText) and rng.random() < 0.5:
+                    embedded = pycrdt.XmlText(rng.choice(_WORDS))
+                target.insert_embed(rng.randint(0, size), embedded)
+        elif isinstance(target, pycrdt.Map):
+            key = rng.choice("abcde")
+            if key in target and rng.random() < 0.3:
+                del target[key]
+            else:
+                target[key] = _new_type(rng, False) if rng.random() < 0.3 else rng.choice(_VALUES)
+        elif isinstance(target, pycrdt.Array):
+            if len(target) and rng.random() < 0.3:
+                del target[rng.randrange(len(target))]
+            else:
+                value = _new_type(rng, False) if rng.random() < 0.3 else rng.choice(_VALUES)
+                target.insert(rng.randint(0, len(target)), value)
+        else:  # XmlFragment or XmlElement
+            children = target.children
+            if len(children) and rng.random() < 0.25:
+                del children[rng.randrange(len(children))]
+            elif isinstance(target, pycrdt.XmlElement) and rng.random() < 0.25:
+                target.attributes[rng.choice(["class", "level"])] = rng.choice(_VALUES[:6])
+            else:
+                children.insert(rng.randint(0, len(children)), _new_type(rng, True))
+
+
+def random_nested_doc(seed: int, clients: int = 3, steps: int = 80) -> pycrdt.Doc[Any]:
+    """A nested document edited by `clients` replicas that sync now and then, so that
+    their inserts meet concurrently."""
+    rng = random.Random(seed)
+    replicas: list[pycrdt.Doc[Any]] = [pycrdt.Doc() for _ in range(clients)]
+    for _ in range(steps):
+        doc = rng.choice(replicas)
+        nested_edit(doc, rng)
+        if rng.random() < 0.3:
+            other = rng.choice(replicas)
+            other.apply_update(doc.get_update(other.get_state()))
+    merged: pycrdt.Doc[Any] = pycrdt.Doc()
+    for doc in replicas:
+        merged.apply_update(doc.get_update())
+    return merged

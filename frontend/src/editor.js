@@ -204,5 +204,5 @@ provider.messageHandlers[2] = (_encoder, decoder) => {
 }
 
 editor.commands.focus('end')
-// For scripts and tests driving the page.
-window.collab = { editor, provider, ydoc }
+// For scripts and tests driving the page; state() is the document as Yjs encodes it.
+window.collab = { editor, provider, ydoc, state: () => Y.encodeStateAsUpdate(ydoc) }
