@@ -354,7 +354,9 @@ def _read(state: bytes) -> tuple[dict[int, list[tuple[Item, str | ID | None]]], 
         for _ in range(count):
             item, parent = _read_struct(reader, client, clock)
             clock += item.length
-            if item.kind != SKIP:
+            # An empty string holds no clock tick and nothing to see (found by fuzzing:
+            # Yrs keeps such an item that a crafted update brought).
+            if item.kind != SKIP and item.length > 0:
                 items.append((item, parent))
     for items in pending.values():
         items.sort(key=lambda entry: entry[0].clock)

@@ -74,6 +74,7 @@ from collab.client import Client
 from collab.content import to_json
 from collab.lib0 import Reader
 from collab.roots import root_types
+from collab.tree import Tree
 from collab.update import UpdateFormatError, clock_ranges, decode_state_vector
 
 STATES = ("empty", "content", "pending", "syncing", "awareness", "large")
@@ -722,12 +723,13 @@ def view_of_state(state: bytes) -> dict[str, Any]:
     seen: dict[str, Any] = {"state_vector": state_vector_of(copy)}
     try:
         types = root_types(state)
+        tree = Tree(state)
     except UpdateFormatError as exc:
         seen["roots"] = f"unreadable: {exc}"
         return seen
     for name, kind in sorted(types.items()):
         try:
-            seen[f"root {name!r}"] = to_json(copy, {name: kind}).get(name)
+            seen[f"root {name!r}"] = to_json(tree, {name: kind}).get(name)
         except Exception as exc:  # noqa: BLE001 - a root a fuzzed update made unreadable
             seen[f"root {name!r}"] = f"unreadable: {exc!r}"
     return seen
