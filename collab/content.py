@@ -13,9 +13,10 @@ Every root and nested type is shown whole, whatever mix of content it holds:
   [nodes]}` and an XmlHook `{"hook": name, "attributes": {...}}`.
 - A shared type embedded in a text is a run `{"embed": <its JSON>, "type": "Map"}`
   (`Text`, `Array`, `XmlElement`, ...), so it is not mistaken for a plain embed.
-- A type that holds what its kind does not (a Map with a sequence, an Array with map
-  entries, a root with both, as Yjs 14 and Lexical's root write) is
-  `{"type": kind, "attributes": {...}, "children": [...]}`.
+- A type that holds what its kind does not (a Map with a sequence, a Text or an Array
+  with map entries) is `{"type": kind, "attributes": {...}, "children": [...]}`; a root
+  with both entries and a sequence (Lexical's root XmlText, Yjs 14's types) is
+  `{"attributes": {...}, "children": [...]}`.
 - Values are JSON as written; whole numbers are ints; binary is `{"base64": "..."}`;
   undefined is null; a subdocument is `{"subdocument": guid}`: its content lives in
   another document.
@@ -79,11 +80,12 @@ def to_json(tree: Tree, types: dict[str, RootType | None]) -> dict[str, Any]:
 
 def to_text(tree: Tree, types: dict[str, RootType | None]) -> str:
     """The plain text of every Text and XmlFragment root, in name order."""
-    return "\n\n".join(
+    texts = (
         _plain(tree.root(name), in_element=False)
         for name, kind in sorted(types.items())
         if kind in ("text", "xml")
     )
+    return "\n\n".join(text for text in texts if text)
 
 
 # --- JSON
@@ -93,10 +95,10 @@ def _shared(shared: Shared, kind: int) -> Any:
     """A shared type as JSON, given the kind it is read as."""
     entries = {key: _entry(item) for key, item in sorted(shared.attributes().items())}
     children = list(shared.children())
+    if shared.item is None and entries and children:
+        return _generic(None, entries, children)
     if kind == Y_MAP:
         return entries if not children else _generic(kind, entries, children)
-    if entries and kind in (Y_ARRAY, Y_TEXT, Y_XML_FRAGMENT) and shared.item is None:
-        return _generic(kind, entries, children)
     if kind == Y_ARRAY:
         if entries or any(item.kind in (STRING, FORMAT, EMBED) for item in children):
             return _generic(kind, entries, children)
@@ -119,8 +121,11 @@ def _shared(shared: Shared, kind: int) -> Any:
     return nodes if shared.item is None else _with_parts({"fragment": nodes}, entries, [])
 
 
-def _generic(kind: int, entries: dict[str, Any], children: list[Item]) -> dict[str, Any]:
-    return _with_parts({"type": KIND_NAMES[kind]}, entries, _nodes(children))
+def _generic(kind: int | None, entries: dict[str, Any], children: list[Item]) -> dict[str, Any]:
+    """A type with content its kind does not hold; a root's kind was only read from its
+    content, so a root says none."""
+    node = {"type": KIND_NAMES[kind]} if kind is not None else {}
+    return _with_parts(node, entries, _nodes(children))
 
 
 def _with_parts(
