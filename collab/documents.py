@@ -69,7 +69,7 @@ def export(state: bytes, fmt: Format, hints: dict[str, Any]) -> Exported:
     if fmt == "update":
         return Exported(state, "application/octet-stream")
     tree = Tree(state)
-    types = root_types(state, hints)
+    types = root_types(tree, hints)
     if fmt == "text":
         return Exported(content.to_text(tree, types).encode(), "text/plain; charset=utf-8")
     return Exported(content.dumps(content.to_json(tree, types)).encode(), "application/json")

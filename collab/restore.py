@@ -50,12 +50,12 @@ def restore_update(
         RootTypeConflict: a root's type differs between the two.
         UpdateFormatError: a state cannot be read.
     """
-    live_types, version_types = root_types(live_state, hints), root_types(version_state, hints)
+    live, version = Tree(live_state), Tree(version_state)
+    live_types, version_types = root_types(live, hints), root_types(version, hints)
     for name in live_types.keys() & version_types.keys():
         live_kind, version_kind = live_types[name], version_types[name]
         if live_kind and version_kind and live_kind != version_kind:
             raise RootTypeConflict(f"root {name!r} is {live_kind} now, {version_kind} then")
-    live, version = Tree(live_state), Tree(version_state)
     clocks = live.state_vector()
     writer = _Writer(_new_client(clocks))
     for name in sorted(live.roots.keys() | version.roots.keys()):

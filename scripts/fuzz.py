@@ -722,8 +722,8 @@ def view_of_state(state: bytes) -> dict[str, Any]:
         return {"state_vector": f"state does not apply again: {exc!r}"}
     seen: dict[str, Any] = {"state_vector": state_vector_of(copy)}
     try:
-        types = root_types(state)
         tree = Tree(state)
+        types = root_types(tree)
     except UpdateFormatError as exc:
         seen["roots"] = f"unreadable: {exc}"
         return seen

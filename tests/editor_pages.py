@@ -110,7 +110,8 @@ async def open_editor(
 
 
 def json_of(state: bytes) -> dict[str, Any]:
-    return content.to_json(Tree(state), root_types(state))
+    tree = Tree(state)
+    return content.to_json(tree, root_types(tree))
 
 
 async def api(server: RunningServer, method: str, path: str, **kwargs: Any) -> Any:

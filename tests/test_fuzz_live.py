@@ -224,8 +224,9 @@ ORIGIN_CYCLE = bytes.fromhex("01020100880101017701788801000177017800")
 @pytest.mark.timeout(60)
 async def test_a_cycle_of_origins_cannot_hang_the_export(server_process: Any) -> None:
     """Found: after this 19-byte update, GET /api/docs/{name} never answers; the export
-    thread spins in roots._Index.home and the server's memory grows about 5 MB/s, and
-    SIGTERM no longer stops the server. Run in a child process, killed at teardown."""
+    thread spins in the origin walk that found each root's type (collab.tree refuses the
+    cycle now) and the server's memory grows about 5 MB/s, and SIGTERM no longer stops
+    the server. Run in a child process, killed at teardown."""
     server = server_process()
     server.start()
     url = f"{server.url}/doc"
