@@ -110,6 +110,7 @@ class Tree:
         self.roots: dict[str, Shared] = {}
         self._starts: dict[int, list[int]] = {}
         self._items: dict[int, list[Item]] = {}
+        self._clocks: dict[int, int] = {}  # client -> the clock after its last item
         pending, deletions = _read(state)
         self._integrate_all(pending)
         for client, clock, length in deletions:
@@ -122,13 +123,16 @@ class Tree:
         return shared
 
     def state_vector(self) -> dict[int, int]:
-        return {client: items[-1].clock + items[-1].length for client, items in self._items.items()}
+        return dict(self._clocks)
 
     # --- the struct store
 
     def _find(self, client: int, clock: int) -> Item:
         starts = self._starts.get(client)
-        index = bisect.bisect_right(starts, clock) - 1 if starts else -1
+        if starts and clock >= starts[-1]:  # mostly: typing goes on after its own last item
+            index = len(starts) - 1
+        else:
+            index = bisect.bisect_right(starts, clock) - 1 if starts else -1
         if index < 0:
             raise UpdateFormatError(f"no item holds ({client}, {clock})")
         item = self._items[client][index]
@@ -176,10 +180,10 @@ class Tree:
     def _add(self, item: Item) -> None:
         self._starts.setdefault(item.client, []).append(item.clock)
         self._items.setdefault(item.client, []).append(item)
+        self._clocks[item.client] = item.clock + item.length
 
     def _next_clock(self, client: int) -> int:
-        items = self._items.get(client)
-        return items[-1].clock + items[-1].length if items else 0
+        return self._clocks.get(client, 0)
 
     # --- integration
 
