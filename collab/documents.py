@@ -19,7 +19,7 @@ from collab import content
 from collab.config import Settings
 from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
 from collab.protocol import EMPTY_UPDATE
-from collab.restore import RootTypeConflict, restore_update
+from collab.restore import RootTypeConflict, restore_updates
 from collab.retention import expired, parse_policy
 from collab.room import Room
 from collab.rooms import Rooms
@@ -176,14 +176,13 @@ class Documents:
             await room.flush()
             before = await room.snapshot("pre-restore", f"before restoring version {version}")
             try:
-                update = await asyncio.to_thread(
-                    restore_update, room.document.state(), target, self._hints
+                updates = await asyncio.to_thread(
+                    restore_updates, room.document.state(), target, self._hints
                 )
             except (RootTypeConflict, UpdateFormatError) as exc:
                 raise Conflict(str(exc)) from exc
-            if update != EMPTY_UPDATE:
-                room.apply_update(update)
-                await room.flush()
+            room.apply_update(*updates)
+            await room.flush()
         restored = next(s for s in await self._store.snapshots(name) if s.id == version)
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
         return Restored(restored, before)

@@ -1,4 +1,4 @@
-"""Restore: the update that makes a live document equal to another version of it. No I/O.
+"""Restore: the updates that make a live document equal to another version of it. No I/O.
 
 A restore must be a forward change: written over the stored state, an old version would
 be merged back away by every connected client's copy. It must also leave every editor's
@@ -41,10 +41,18 @@ class RootTypeConflict(ValueError):
     """A root has one type in the live document and another in the version."""
 
 
-def restore_update(
+def restore_updates(
     live_state: bytes, version_state: bytes, hints: Mapping[str, RootType] | None = None
-) -> bytes:
-    """The update that makes a document at `live_state` equal to `version_state`.
+) -> list[bytes]:
+    """The updates that make a document at `live_state` equal to `version_state`, to be
+    applied (and sent) in order: the fresh copy, then the deletion of everything live.
+
+    Two updates, not one: Quill's history (y-quill) takes one update that inserts and
+    deletes for an edit to diff against the old text, and keeps undo steps that then
+    remove restored content (measured: tests/test_restore_quill.py); an insertion at the
+    end followed by a deletion of what came before is what it is. The copy comes first:
+    an editor that saw its document empty in between would write a block of its own into
+    it (ProseMirror's schema needs one: measured with TipTap). Empty updates are left out.
 
     Raises:
         RootTypeConflict: a root's type differs between the two.
@@ -57,15 +65,15 @@ def restore_update(
         if live_kind and version_kind and live_kind != version_kind:
             raise RootTypeConflict(f"root {name!r} is {live_kind} now, {version_kind} then")
     clocks = live.state_vector()
-    writer = _Writer(_new_client(clocks))
+    deletion = _Writer(_new_client(clocks))
+    copy = _Writer(_new_client({**clocks, deletion.client: 0}))
     for name in sorted(live.roots.keys() | version.roots.keys()):
-        _restore_root(writer, name, live.roots.get(name), version.roots.get(name))
-    if not writer.count and not clocks:
-        return EMPTY_UPDATE
+        _restore_root(deletion, copy, name, live.roots.get(name), version.roots.get(name))
     deletions = {client: [(0, clock)] for client, clock in clocks.items()}
-    if writer.tombstones:
-        deletions[writer.client] = writer.tombstones
-    return writer.update(deletions)
+    if deletion.tombstones:
+        deletions[deletion.client] = deletion.tombstones
+    updates = [copy.update({}), deletion.update(deletions)]
+    return [update for update in updates if update != EMPTY_UPDATE]
 
 
 def _new_client(clocks: Mapping[int, int]) -> int:
@@ -75,18 +83,20 @@ def _new_client(clocks: Mapping[int, int]) -> int:
     return client
 
 
-def _restore_root(writer: _Writer, name: str, live: Shared | None, version: Shared | None) -> None:
+def _restore_root(
+    deletion: _Writer, copy: _Writer, name: str, live: Shared | None, version: Shared | None
+) -> None:
     wanted = version.attributes() if version is not None else {}
     if version is not None:
         last = live.last() if live is not None else None
-        _copy_sequence(writer, version, last.last_id if last else None, name)
+        _copy_sequence(copy, version, last.last_id if last else None, name)
     for key in sorted(wanted.keys() | (live.entries.keys() if live is not None else set())):
         newest = live.entries.get(key) if live is not None else None
         origin = newest.last_id if newest is not None else None
         if key in wanted:
-            _copy_item(writer, wanted[key], origin=origin, parent=name, key=key)
+            _copy_item(copy, wanted[key], origin=origin, parent=name, key=key)
         else:  # a newer entry, deleted at once: no undo brings the old one back
-            writer.tombstone(origin=origin, parent=name, key=key)
+            deletion.tombstone(origin=origin, parent=name, key=key)
 
 
 def _copy_sequence(writer: _Writer, source: Shared, origin: ID | None, parent: str | ID) -> None:
@@ -177,6 +187,8 @@ class _Writer:
         self.tombstones.append((first[1], 1))
 
     def update(self, deletions: Mapping[int, list[tuple[int, int]]]) -> bytes:
+        if not self.count and not deletions:
+            return EMPTY_UPDATE
         out = bytearray()
         if self.count:
             out += _var_uint(1) + _var_uint(self.count) + _var_uint(self.client) + _var_uint(0)

@@ -140,16 +140,20 @@ class Room:
         peer.access = "read"
         self._deny(peer, "your access to this document is now read-only")
 
-    def apply_update(self, update: bytes) -> None:
-        """Apply an update that comes from the server itself (API, restore), not a peer.
+    def apply_update(self, *updates: bytes) -> None:
+        """Apply updates that come from the server itself (API, restore), not a peer:
+        committed together, and sent on one after another, each as it is, never merged
+        with another (a restore is a deletion, then a copy: see collab/restore.py).
 
         Raises:
-            QuotaExceeded: nothing was changed.
-            UpdateRejected: the update cannot be applied. Nothing was changed, unless Yrs
-                took a part of it before failing: that part is then stored and sent on
+            QuotaExceeded: nothing was changed (the quota is checked for all of them).
+            UpdateRejected: an update cannot be applied. Nothing of it was changed, unless
+                Yrs took a part of it before failing: that part is then stored and sent on
                 like any update.
         """
-        self._apply(None, update)
+        self._check_quota(sum(len(update) for update in updates))
+        for update in updates:
+            self._apply(None, update)
 
     def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> None:
         if update == protocol.EMPTY_UPDATE:
@@ -175,9 +179,7 @@ class Room:
     def _apply(self, sender: Peer | None, update: bytes) -> None:
         if update == protocol.EMPTY_UPDATE:
             return
-        quota = self._settings.max_doc_bytes
-        if self._size + len(update) > quota:
-            raise QuotaExceeded(f"the document would pass its size quota of {quota} bytes")
+        self._check_quota(len(update))
         applied = self.document.apply(update)
         # Peers get what the document integrated. When parts that waited here came with
         # it, they may not be the sender's own: then the sender gets it all too.
@@ -192,6 +194,11 @@ class Room:
         self._schedule()
         if applied.refused is not None:
             raise UpdateRejected(applied.refused)
+
+    def _check_quota(self, size: int) -> None:
+        quota = self._settings.max_doc_bytes
+        if self._size + size > quota:
+            raise QuotaExceeded(f"the document would pass its size quota of {quota} bytes")
 
     def _answer_sync(self, peer: Peer, state_vector: bytes) -> None:
         frames = self._sync_frames(state_vector)
@@ -336,7 +343,16 @@ class Room:
                 delay = min(delay * 2, 5.0)
         self._durable += len(batch)
         self._count_unsnapshotted(len(batch))
-        self._broadcast([part for _, _, parts in batch for part in parts])
+        # Peers' updates go out merged; one the server made goes out on its own, in order.
+        merged: list[_Part] = []
+        for sender, _, parts in batch:
+            if sender is None:
+                self._broadcast(merged)
+                self._broadcast(parts)
+                merged = []
+            else:
+                merged.extend(parts)
+        self._broadcast(merged)
         while self._held and self._held[0][0] <= self._durable:
             _, peer, frames = self._held.pop(0)
             if peer in self.peers:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pycrdt
 
+from collab.restore import restore_updates
 from collab.update import decode_state_vector
 
 TEXTS = ["a", "hello ", "xyz", "Zoë", "😀!", "日本語"]
@@ -40,6 +41,21 @@ def edit(doc: pycrdt.Doc[Any], rng: random.Random, step: int) -> None:
             xml.children.append(
                 pycrdt.XmlElement("p", {"class": "x"}, [pycrdt.XmlText(rng.choice(TEXTS))])
             )
+
+
+def restore(doc: pycrdt.Doc[Any], version_state: bytes) -> None:
+    """Make `doc` equal to `version_state` as the server does: its restore's updates, in
+    order."""
+    for update in restore_updates(doc.get_update(), version_state):
+        doc.apply_update(update)
+
+
+def restored(live_state: bytes, version_state: bytes) -> bytes:
+    """`live_state` after a restore to `version_state`."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(live_state)
+    restore(doc, version_state)
+    return doc.get_update()
 
 
 def random_doc(seed: int, clients: int = 3, steps: int = 120) -> pycrdt.Doc[Any]:

@@ -17,9 +17,9 @@ import pytest
 
 from collab import content
 from collab.protocol import EMPTY_UPDATE
-from collab.restore import restore_update
 from collab.roots import root_types
 from collab.tree import Tree
+from tests.docgen import restored
 from tests.test_interop import INTEROP
 
 SCRIPT = INTEROP / "kinds.mjs"
@@ -134,11 +134,11 @@ def test_yjs_reads_collabs_copy_of_a_document_as_the_original(
     made: dict[str, bytes], kind: str, major: int
 ) -> None:
     original = made[kind]
-    fresh_copy = restore_update(EMPTY_UPDATE, original)
+    fresh_copy = restored(EMPTY_UPDATE, original)
     states = [original, fresh_copy]
     if major == 13:  # and restored over a document whose roots are all other ones
         other = made["v13kinds" if kind == "lexical" else "lexical"]
-        states.append(applied(other, restore_update(other, original)))
+        states.append(restored(other, original))
     seen = yjs_reads(major, *states)
     assert seen[1] == seen[0]
     if major == 13:
@@ -147,10 +147,3 @@ def test_yjs_reads_collabs_copy_of_a_document_as_the_original(
 
 def holding(view: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in view.items() if value["entries"] or value["sequence"]}
-
-
-def applied(state: bytes, update: bytes) -> bytes:
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    doc.apply_update(state)
-    doc.apply_update(update)
-    return doc.get_update()

@@ -13,7 +13,7 @@ import pytest
 
 from collab import protocol
 from collab.config import Settings
-from collab.errors import StoreError, UpdateRejected
+from collab.errors import QuotaExceeded, StoreError, UpdateRejected
 from collab.peer import Peer
 from collab.room import Room
 from collab.sqlite_store import SQLiteStore
@@ -163,6 +163,41 @@ async def test_updates_committed_together_are_broadcast_as_one(
     for update in alice.updates():
         alice_view.apply_update(update)
     assert str(alice_view.get("t", type=pycrdt.Text)) == "b"
+    await room.close()
+
+
+async def test_the_servers_own_updates_are_committed_together_and_sent_one_by_one(
+    store: Store, settings: Settings, db_path: Path
+) -> None:
+    """A restore is a copy, then a deletion: both are stored by one commit, and every
+    peer gets each as it is, in order, never merged with each other or with a peer's."""
+    room = await Room.load("doc", store, settings)
+    alice, reader = RecordingPeer("alice"), RecordingPeer("reader")
+    for peer in (alice, reader):
+        room.join(peer)
+    alice_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    server_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    first, second = text_update(server_doc, "one"), text_update(server_doc, "two")
+    room.receive(alice, protocol.SyncUpdate(text_update(alice_doc, "a")))
+    room.apply_update(first, second)
+    await room.flush()
+    assert reader.updates() == [reader.updates()[0], first, second]
+    assert alice.updates() == [first, second]
+    assert stored_update_count(db_path) == 3
+    await room.close()
+
+
+async def test_the_servers_updates_that_would_pass_the_quota_together_change_nothing(
+    store: Store, db_path: Path
+) -> None:
+    room = await Room.load("doc", store, Settings(db=db_path, max_doc_bytes=4096))
+    server_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    small, large = text_update(server_doc, "x"), text_update(server_doc, "y" * 3000)
+    with pytest.raises(QuotaExceeded):
+        room.apply_update(small, large, large)  # each fits, all three do not
+    await room.flush()
+    assert str(room.document.ydoc.get("t", type=pycrdt.Text)) == ""
+    assert stored_update_count(db_path) == 0
     await room.close()
 
 

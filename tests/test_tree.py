@@ -19,11 +19,10 @@ from hypothesis import strategies as st
 
 from collab import content
 from collab.protocol import EMPTY_UPDATE
-from collab.restore import restore_update
 from collab.roots import root_types
 from collab.tree import Shared, Tree
 from collab.update import UpdateFormatError, decode_state_vector
-from tests.docgen import NESTED_ROOTS, nested_edit, random_doc, random_nested_doc
+from tests.docgen import NESTED_ROOTS, nested_edit, random_doc, random_nested_doc, restore, restored
 
 
 def plain(value: Any) -> Any:
@@ -162,7 +161,7 @@ def test_a_restore_makes_the_whole_tree_equal_to_the_version_with_new_items_only
     for _ in range(later):
         nested_edit(live, rng)
     before = set(decode_state_vector(live.get_state()))
-    live.apply_update(restore_update(live.get_update(), version.get_update()))
+    restore(live, version.get_update())
     assert oracle(live) == oracle(version)
     assert export(live.get_update()) == export(version.get_update())
     tree = Tree(live.get_update())
@@ -179,7 +178,7 @@ def test_export_then_import_gives_the_same_tree_as_an_update_and_as_a_fresh_copy
     state = doc.get_update()
     imported = copy(state)  # `format=update`, then `collab import`
     assert oracle(imported) == oracle(doc)
-    fresh = copy(restore_update(EMPTY_UPDATE, state))  # every item written anew by collab
+    fresh = copy(restored(EMPTY_UPDATE, state))  # every item written anew by collab
     assert oracle(fresh) == oracle(doc)
     assert export(fresh.get_update()) == export(state)
 
