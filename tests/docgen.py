@@ -4,6 +4,7 @@ formatting, binary and nested values, clients syncing at random moments."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pycrdt
@@ -60,11 +61,22 @@ def restored(live_state: bytes, version_state: bytes) -> bytes:
 
 def random_doc(seed: int, clients: int = 3, steps: int = 120) -> pycrdt.Doc[Any]:
     """A document edited by `clients` replicas that sync now and then."""
+    return _replicated(seed, clients, steps, edit)
+
+
+def _replicated(
+    seed: int,
+    clients: int,
+    steps: int,
+    change: Callable[[pycrdt.Doc[Any], random.Random, int], None],
+) -> pycrdt.Doc[Any]:
+    """What `clients` replicas make of `steps` random changes, syncing now and then so
+    that their inserts meet concurrently: all of it merged."""
     rng = random.Random(seed)
     replicas: list[pycrdt.Doc[Any]] = [pycrdt.Doc() for _ in range(clients)]
     for step in range(steps):
         doc = rng.choice(replicas)
-        edit(doc, rng, step)
+        change(doc, rng, step)
         if rng.random() < 0.3:
             other = rng.choice(replicas)
             other.apply_update(doc.get_update(other.get_state()))
@@ -231,17 +243,5 @@ def nested_edit(doc: pycrdt.Doc[Any], rng: random.Random) -> None:
 
 
 def random_nested_doc(seed: int, clients: int = 3, steps: int = 80) -> pycrdt.Doc[Any]:
-    """A nested document edited by `clients` replicas that sync now and then, so that
-    their inserts meet concurrently."""
-    rng = random.Random(seed)
-    replicas: list[pycrdt.Doc[Any]] = [pycrdt.Doc() for _ in range(clients)]
-    for _ in range(steps):
-        doc = rng.choice(replicas)
-        nested_edit(doc, rng)
-        if rng.random() < 0.3:
-            other = rng.choice(replicas)
-            other.apply_update(doc.get_update(other.get_state()))
-    merged: pycrdt.Doc[Any] = pycrdt.Doc()
-    for doc in replicas:
-        merged.apply_update(doc.get_update())
-    return merged
+    """A nested document edited by `clients` replicas that sync now and then."""
+    return _replicated(seed, clients, steps, lambda doc, rng, _: nested_edit(doc, rng))
