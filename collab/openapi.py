@@ -129,9 +129,11 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Content": {
         "type": "object",
-        "description": "Each root by name: a Text as a string, a Map as an object, an Array "
-        "as a list, an XmlFragment as a list of nodes (`{element, attributes, children}` "
-        "and `{text, attributes}`).",
+        "description": "Each root by name: a Map as an object, an Array as a list, a Text "
+        "as a string (a list of runs `{text, attributes}` and `{embed}` when it has "
+        "formatting or embeds), an XmlFragment as a list of nodes (`{element, attributes, "
+        "children}`, runs, `{xmltext, attributes}`); a root with both map entries and a "
+        "sequence as `{attributes, children}`. The README lists every shape.",
         "additionalProperties": True,
     },
 }
