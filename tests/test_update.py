@@ -114,7 +114,10 @@ def test_collected_items_keep_their_clocks_and_lose_their_content(seed: int, pic
     chosen = items[pick % len(items)]
     collected = collect(state, [chosen])
     doc = apply_all([collected])  # still a valid update
-    assert doc.get_state() == original.get_state()
+    # Decoded: Yrs encodes a state vector's clients in its hash map's order, which two
+    # documents with the same clocks need not share (seen in CI: the same two entries
+    # swapped).
+    assert decode_state_vector(doc.get_state()) == decode_state_vector(original.get_state())
     kinds = {item: struct.kind for item, struct in structs(collected)}
     assert kinds[chosen] == GC
     # Every other struct is as it was, byte for byte.
