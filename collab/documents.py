@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pycrdt
+
 from collab import content
 from collab.config import Settings
 from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
@@ -73,6 +75,19 @@ def export(state: bytes, fmt: Format, hints: dict[str, Any]) -> Exported:
     if fmt == "text":
         return Exported(content.to_text(tree, types).encode(), "text/plain; charset=utf-8")
     return Exported(content.dumps(content.to_json(tree, types)).encode(), "application/json")
+
+
+def _plan_restore(live: bytes, target: bytes, hints: dict[str, Any]) -> tuple[list[bytes], int]:
+    """A restore's updates, and the size of the state they make: a restore writes the
+    version anew, so the quota is a matter of that state, not of the live state plus the
+    copy (which would refuse any version over half the quota). CPU-bound: run in a thread.
+    """
+    updates = restore_updates(live, target, hints)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(live)
+    for update in updates:
+        doc.apply_update(update)
+    return updates, len(doc.get_update())
 
 
 def check_label(label: Any) -> str:
@@ -176,12 +191,12 @@ class Documents:
             await room.flush()
             before = await room.snapshot("pre-restore", f"before restoring version {version}")
             try:
-                updates = await asyncio.to_thread(
-                    restore_updates, room.document.state(), target, self._hints
+                updates, size = await asyncio.to_thread(
+                    _plan_restore, room.document.state(), target, self._hints
                 )
             except (RootTypeConflict, UpdateFormatError) as exc:
                 raise Conflict(str(exc)) from exc
-            room.apply_update(*updates)
+            room.apply_update(*updates, size_after=size)
             await room.flush()
         restored = next(s for s in await self._store.snapshots(name) if s.id == version)
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)

@@ -140,10 +140,15 @@ class Room:
         peer.access = "read"
         self._deny(peer, "your access to this document is now read-only")
 
-    def apply_update(self, *updates: bytes) -> None:
+    def apply_update(self, *updates: bytes, size_after: int | None = None) -> None:
         """Apply updates that come from the server itself (API, restore), not a peer:
         committed together, and sent on one after another, each as it is, never merged
-        with another (a restore is a deletion, then a copy: see collab/restore.py).
+        with another (a restore is a copy, then a deletion: see collab/restore.py).
+
+        Args:
+            size_after: for updates that replace the content (a restore), the size of the
+                document's state with them, which the quota is checked against instead
+                of what they add to the log.
 
         Raises:
             QuotaExceeded: nothing was changed (the quota is checked for all of them).
@@ -151,9 +156,14 @@ class Room:
                 Yrs took a part of it before failing: that part is then stored and sent on
                 like any update.
         """
-        self._check_quota(sum(len(update) for update in updates))
+        added = sum(len(update) for update in updates)
+        self._check_quota(self._size + added if size_after is None else size_after)
         for update in updates:
-            self._apply(None, update)
+            self._apply(None, update, check_quota=False)
+        if size_after is not None:
+            # What the next snapshot makes of the log: the measure the quota holds a
+            # document to (a restore's copy would otherwise count twice until then).
+            self._size = size_after
 
     def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> None:
         if update == protocol.EMPTY_UPDATE:
@@ -176,10 +186,11 @@ class Room:
             peer.denied_at = now
             peer.send(protocol.encode_permission_denied(reason))
 
-    def _apply(self, sender: Peer | None, update: bytes) -> None:
+    def _apply(self, sender: Peer | None, update: bytes, *, check_quota: bool = True) -> None:
         if update == protocol.EMPTY_UPDATE:
             return
-        self._check_quota(len(update))
+        if check_quota:
+            self._check_quota(self._size + len(update))
         applied = self.document.apply(update)
         # Peers get what the document integrated. When parts that waited here came with
         # it, they may not be the sender's own: then the sender gets it all too.
@@ -196,8 +207,9 @@ class Room:
             raise UpdateRejected(applied.refused)
 
     def _check_quota(self, size: int) -> None:
+        """Refuse what would make the document `size` bytes, past its quota."""
         quota = self._settings.max_doc_bytes
-        if self._size + size > quota:
+        if size > quota:
             raise QuotaExceeded(f"the document would pass its size quota of {quota} bytes")
 
     def _answer_sync(self, peer: Peer, state_vector: bytes) -> None:

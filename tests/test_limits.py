@@ -171,3 +171,50 @@ async def test_the_close_codes_are_documented(server: RunningServer) -> None:
     for code in (1001, 1002, 1003, 1009, 1013, 4403, 4404, 4429, 4501):
         assert f"| {code} |" in readme, code
     del server  # the fixture only makes sure a server starts with the defaults
+
+
+async def test_a_restore_is_held_to_the_quota_by_the_size_it_leaves(
+    make_server: MakeServer,
+) -> None:
+    """A restore writes the version anew: what counts is the state it leaves (about the
+    version's size), not the live state plus the copy, which would refuse every version
+    over half the quota. A version over the quota (lowered since) is refused, unchanged."""
+    server = await make_server(max_doc_bytes=64 * 1024)
+    url = f"{server.http}/api/docs/big"
+    async with Client(server.url, "big") as writer, aiohttp.ClientSession() as session:
+        text = writer.doc.get("t", type=pycrdt.Text)
+        text.insert(0, "v" * 40_000)
+        await writer.flush()
+        async with session.post(f"{url}/versions", json={"label": "40 KB"}) as response:
+            assert response.status == 201
+            version = (await response.json())["id"]
+        # Made room for by a version in between: the quota counts the log since the last.
+        del text[0 : len(text)]
+        await writer.flush()
+        async with session.post(f"{url}/versions", json={"label": "emptied"}) as response:
+            assert response.status == 201
+        text.insert(0, "n" * 30_000)
+        async with asyncio.timeout(10):
+            while (await (await session.get(f"{url}?format=text")).text()) != "n" * 30_000:
+                await asyncio.sleep(0.05)
+        async with session.post(f"{url}/versions/{version}/restore") as response:
+            assert response.status == 200, await response.text()
+        await writer.wait_for(lambda: text_of(writer) == "v" * 40_000)
+        text.insert(0, "still editable ")  # the document is under its quota again
+        await writer.flush()
+        async with asyncio.timeout(10):
+            while not (await (await session.get(f"{url}?format=text")).text()).startswith(
+                "still editable v"
+            ):
+                await asyncio.sleep(0.05)
+        assert writer.denied is None
+
+    await server.stop()
+    lowered = await make_server(max_doc_bytes=20 * 1024)  # the same database
+    async with aiohttp.ClientSession() as session:
+        restore = f"{lowered.http}/api/docs/big/versions/{version}/restore"
+        async with session.post(restore) as response:
+            assert response.status == 413
+            assert "quota" in (await response.json())["error"]["message"]
+        async with session.get(f"{lowered.http}/api/docs/big?format=text") as response:
+            assert (await response.text()).startswith("still editable v")
