@@ -24,6 +24,16 @@ from collab.config import Settings
 hypothesis_settings.register_profile("collab", deadline=None)
 hypothesis_settings.load_profile("collab")
 
+# Tests that start Node, Chromium or server processes are `slow`, by the fixtures they use
+# (or a mark of their own): `./scripts/test.sh -m "not slow"` runs the rest.
+SLOW_FIXTURES = frozenset({"browser", "node", "editors", "server_process", "pages"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @dataclasses.dataclass
 class RunningServer:

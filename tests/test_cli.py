@@ -59,6 +59,7 @@ def test_bad_values_are_usage_errors(argv: list[str], environ: dict[str, str]) -
     assert exited.value.code == 2
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_python_dash_m_collab_prints_its_version() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "collab", "--version"], capture_output=True, text=True, timeout=30
@@ -67,6 +68,7 @@ def test_python_dash_m_collab_prints_its_version() -> None:
     assert result.stdout.startswith("collab ")
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     import socket
 
@@ -93,6 +95,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot serve" in result.stderr
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_token_mints_what_it_is_asked_for() -> None:
     secret = "s" * 40
     environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
+import pytest
 
 from collab.auth import mint
 from collab.client import Client
@@ -50,6 +51,7 @@ def update_file(tmp_path: Path, text: str, after: Path | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_commands_work_on_the_database_when_no_server_runs(tmp_path: Path) -> None:
     db = tmp_path / "collab.db"
     missing = collab("docs", db=db)
@@ -85,6 +87,7 @@ def test_commands_work_on_the_database_when_no_server_runs(tmp_path: Path) -> No
     assert "deleted" in ok(compacted) and b"[1/1] team/notes" in compacted.stderr
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     db = tmp_path / "collab.db"
     ok(collab("import", "doc", str(update_file(tmp_path, "x")), db=db))

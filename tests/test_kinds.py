@@ -23,6 +23,7 @@ from tests.docgen import restored
 from tests.test_interop import INTEROP
 
 SCRIPT = INTEROP / "kinds.mjs"
+pytestmark = pytest.mark.slow  # Node makes and reads the documents
 
 
 def node(*args: str, stdin: str = "") -> str:
