@@ -1,0 +1,31 @@
+"""The private names of dependencies that collab reaches, there in the versions pinned.
+
+Each has no public equivalent, and each `getattr` falls back quietly at run time; these
+tests fail instead when an upgrade removes or renames one, so the workaround gets looked
+at rather than silently lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import aiosqlite
+from aiohttp import web
+
+
+def test_aiohttp_still_has_the_ping_timer_cancel_collab_calls() -> None:
+    # collab/ws.py `_stop_heartbeat`: aiohttp 3.14 re-arms its ping timer on close, which
+    # kept finished connections in memory (found by fuzzing, tens of MiB under churn).
+    assert callable(getattr(web.WebSocketResponse, "_cancel_heartbeat", None))
+
+
+async def test_aiosqlite_still_keeps_its_worker_thread_where_collab_joins_it(
+    tmp_path: Path,
+) -> None:
+    # collab/sqlite_store.py `_connect`: after a failed connect aiosqlite does not wait
+    # for its worker thread, which then dies on a closed loop unless collab joins it.
+    conn = aiosqlite.connect(tmp_path / "x.db")
+    assert isinstance(getattr(conn, "_thread", None), threading.Thread)
+    await conn
+    await conn.close()
