@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol
 
 from collab.auth import OPEN_GRANT, Grant, Permission
@@ -40,6 +39,22 @@ class Transport(Protocol):
     async def close(self, *, code: int, message: bytes) -> bool: ...
 
 
+class Connection(Protocol):
+    """What a peer needs of the connection it is made with (collab.ws gives it aiohttp's)."""
+
+    def write_now(self, frame: bytes) -> bool:
+        """Write `frame` at once if the connection keeps up; False if it must wait."""
+        ...
+
+    def start_writer(self, peer: Peer) -> asyncio.Task[None]:
+        """Start a task that runs `peer.drain` on the connection."""
+        ...
+
+    def abort(self) -> None:
+        """End the connection at once, without a close handshake."""
+        ...
+
+
 class Peer:
     """A connection to one room: who it is, which awareness ids it owns, what it is owed."""
 
@@ -48,16 +63,13 @@ class Peer:
         label: str,
         *,
         max_outbox_bytes: int,
+        connection: Connection | None = None,
         grant: Grant = OPEN_GRANT,
         access: Permission = "admin",
     ) -> None:
         self.label = label
-        # Set by the transport: ends the connection at once, without a close handshake.
-        self.abort: Callable[[], None] | None = None
-        # Set by the transport: writes a frame at once if the connection keeps up.
-        self.write_now: Callable[[bytes], bool] | None = None
-        # Set by the transport: starts a task that runs `drain` on the connection.
-        self.start_writer: Callable[[], asyncio.Task[None]] | None = None
+        self._connection = connection
+        self._live = connection  # None once the connection has ended
         self.grant = grant  # the credential it came with
         self.access = access  # what it may do in its room: read, write or admin
         self.denied_at = float("-inf")  # when it was last told it may not write
@@ -86,15 +98,15 @@ class Peer:
         """Queue one protocol message for this peer."""
         if self.close_code is not None:
             return
-        if not self._outbox and self.write_now is not None and self.write_now(frame):
+        if not self._outbox and self._live is not None and self._live.write_now(frame):
             return  # nothing waits before it, and the socket takes it now
         # Over the limit *before* this frame: a reader that keeps up can still be handed a
         # whole large frame or a large document's sync at once.
         if self._outbox_bytes > self._max_outbox_bytes:
             log.warning("%s: dropped, %d bytes not yet read", self, self._outbox_bytes)
             self.close(CLOSE_TRY_AGAIN_LATER, "too slow: send buffer full")
-            if self.abort is not None:
-                self.abort()  # it reads nothing, so a close frame would never get through
+            if self._live is not None:
+                self._live.abort()  # it reads nothing, so a close frame would never get through
             return
         if self._outbox is None:
             self._outbox = deque()
@@ -110,9 +122,14 @@ class Peer:
             self._outbox_bytes = 0
             self._ensure_writer()
 
+    def detach(self) -> None:
+        """The connection has ended: nothing is written at once or aborted any more (a
+        close still goes through the writer, which finds the socket closed)."""
+        self._live = None
+
     def _ensure_writer(self) -> None:
-        if self.writer is None and self.start_writer is not None:
-            self._writer = self.start_writer()
+        if self.writer is None and self._connection is not None:
+            self._writer = self._connection.start_writer(self)
 
     async def drain(self, transport: Transport) -> None:
         """Write the queued frames to `transport`, in order; then, if the peer is closed,

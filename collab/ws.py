@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 
 from aiohttp import WSMsgType, web
 
@@ -144,20 +143,17 @@ async def _serve(
     peer = Peer(
         f"{_address(request)} {room.name!r}",
         max_outbox_bytes=settings.max_outbox_bytes,
+        connection=_Connection(request, ws),
         grant=grant,
         access=access,
     )
-    peer.abort = partial(_abort, request)
-    if isinstance(request.transport, asyncio.Transport):
-        peer.write_now = DirectWriter(request.transport, lambda: ws.closed, request.app[FRAMES])
-    peer.start_writer = partial(_start_writer, peer, ws)
     expiry = _expire_at(peer, grant.expires_at)
     room.join(peer)
     log.debug("%s: joined with %s access", peer, access)
     try:
         await _read(ws, room, peer, settings)
     finally:
-        peer.abort = peer.write_now = None
+        peer.detach()
         if expiry is not None:
             expiry.cancel()
         room.leave(peer)
@@ -238,8 +234,28 @@ def _refuse(peer: Peer, code: int, reason: str) -> None:
     peer.close(code, reason)
 
 
-def _start_writer(peer: Peer, ws: web.WebSocketResponse) -> asyncio.Task[None]:
-    return asyncio.create_task(_write(peer, ws), name=f"writer {peer.label}")
+class _Connection:
+    """A peer's aiohttp WebSocket: frames go straight to the transport while it keeps
+    up (collab.frames), through a writer task that drains the peer otherwise."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self._request = request
+        self._ws = ws
+        transport = request.transport
+        self._direct = (
+            DirectWriter(transport, lambda: ws.closed, request.app[FRAMES])
+            if isinstance(transport, asyncio.Transport)
+            else None
+        )
+
+    def write_now(self, frame: bytes) -> bool:
+        return self._direct is not None and self._direct(frame)
+
+    def start_writer(self, peer: Peer) -> asyncio.Task[None]:
+        return asyncio.create_task(_write(peer, self._ws), name=f"writer {peer.label}")
+
+    def abort(self) -> None:
+        _abort(self._request)
 
 
 async def _write(peer: Peer, ws: web.WebSocketResponse) -> None:
