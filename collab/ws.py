@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
@@ -238,18 +239,17 @@ class _Connection:
     """A peer's aiohttp WebSocket: frames go straight to the transport while it keeps
     up (collab.frames), through a writer task that drains the peer otherwise."""
 
+    # An attribute, not a method: it is called for every frame to every peer.
+    write_now: Callable[[bytes], bool]
+
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         self._request = request
         self._ws = ws
         transport = request.transport
-        self._direct = (
-            DirectWriter(transport, lambda: ws.closed, request.app[FRAMES])
-            if isinstance(transport, asyncio.Transport)
-            else None
-        )
-
-    def write_now(self, frame: bytes) -> bool:
-        return self._direct is not None and self._direct(frame)
+        if isinstance(transport, asyncio.Transport):
+            self.write_now = DirectWriter(transport, lambda: ws.closed, request.app[FRAMES])
+        else:
+            self.write_now = _never
 
     def start_writer(self, peer: Peer) -> asyncio.Task[None]:
         return asyncio.create_task(_write(peer, self._ws), name=f"writer {peer.label}")
@@ -278,6 +278,10 @@ def _stop_heartbeat(ws: web.WebSocketResponse) -> None:
     cancel = getattr(ws, "_cancel_heartbeat", None)
     if callable(cancel):
         cancel()
+
+
+def _never(_frame: bytes) -> bool:
+    return False
 
 
 def _abort(request: web.Request) -> None:
