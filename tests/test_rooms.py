@@ -1,0 +1,127 @@
+"""The rooms registry's lifecycle on a real SQLite store: a room loads once however many
+ask for it at once, unloads after the grace period once its state is saved, and stays
+loaded (nothing lost) while its save fails."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+
+from collab.config import Settings
+from collab.errors import StoreError
+from collab.rooms import Rooms
+from collab.sqlite_store import SQLiteStore
+from collab.store import Snapshot, SnapshotKind, StoredDoc
+
+GRACE = 0.05
+
+
+class CountingStore:
+    """A real SQLiteStore that counts loads and fails its first `failures` snapshots."""
+
+    def __init__(self, inner: SQLiteStore, failures: int = 0) -> None:
+        self.inner = inner
+        self.loads = 0
+        self.failures = failures
+
+    async def load(self, doc: str) -> StoredDoc:
+        self.loads += 1
+        await asyncio.sleep(0.01)  # long enough for every join to arrive meanwhile
+        return await self.inner.load(doc)
+
+    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
+        await self.inner.append(doc, updates)
+
+    async def save_snapshot(
+        self, doc: str, state: bytes, *, kind: SnapshotKind = "auto", label: str | None = None
+    ) -> Snapshot:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("disk full")
+        return await self.inner.save_snapshot(doc, state, kind=kind, label=label)
+
+
+@pytest.fixture
+async def sqlite(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = await SQLiteStore.open(db_path)
+    yield store
+    await store.close()
+
+
+def settings(db_path: Path) -> Settings:
+    return Settings(db=db_path, room_grace_seconds=GRACE)
+
+
+def edit(text: str) -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.get("t", type=pycrdt.Text).insert(0, text)
+    return doc.get_update()
+
+
+async def unloaded(rooms: Rooms, name: str, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while rooms.get(name) is not None:
+            await asyncio.sleep(0.01)
+
+
+async def test_joins_that_arrive_together_share_one_load(
+    sqlite: SQLiteStore, db_path: Path
+) -> None:
+    store = CountingStore(sqlite)
+    rooms = Rooms(store, settings(db_path))  # type: ignore[arg-type]
+    found = await asyncio.gather(*(rooms.acquire("doc") for _ in range(20)))
+    assert store.loads == 1 and len({id(room) for room in found}) == 1
+    for _ in found:
+        rooms.release("doc")
+    await rooms.close()
+
+
+async def test_a_room_unloads_after_the_grace_period_with_its_state_saved(
+    sqlite: SQLiteStore, db_path: Path
+) -> None:
+    store = CountingStore(sqlite)
+    rooms = Rooms(store, settings(db_path))  # type: ignore[arg-type]
+    room = await rooms.acquire("doc")
+    room.apply_update(edit("kept"))
+    await room.flush()
+    rooms.release("doc")
+    assert rooms.get("doc") is room  # the grace period: a reconnect finds it loaded
+    again = await rooms.acquire("doc")  # and a join within it cancels the unload
+    assert again is room and store.loads == 1
+    rooms.release("doc")
+    await unloaded(rooms, "doc")
+    stored = await sqlite.load("doc")
+    assert stored.state is not None and stored.updates == []  # snapshotted, log pruned
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(stored.state)
+    assert str(doc.get("t", type=pycrdt.Text)) == "kept"
+    await rooms.close()
+
+
+async def test_a_room_whose_save_fails_stays_loaded_and_unloads_once_it_succeeds(
+    sqlite: SQLiteStore, db_path: Path
+) -> None:
+    store = CountingStore(sqlite, failures=2)
+    rooms = Rooms(store, settings(db_path))  # type: ignore[arg-type]
+    room = await rooms.acquire("doc")
+    room.apply_update(edit("not lost"))
+    await room.flush()
+    rooms.release("doc")
+    async with asyncio.timeout(5):
+        while store.failures > 1:  # the first unload failed to save...
+            await asyncio.sleep(0.01)
+    assert rooms.get("doc") is room  # ...and kept the room loaded
+    async with asyncio.timeout(5):
+        while store.failures:
+            await asyncio.sleep(0.01)
+    await unloaded(rooms, "doc")  # the third attempt saves
+    reloaded = await rooms.acquire("doc")
+    assert reloaded is not room and store.loads == 2
+    assert str(reloaded.document.ydoc.get("t", type=pycrdt.Text)) == "not lost"
+    rooms.release("doc")
+    await rooms.close()
