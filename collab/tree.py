@@ -103,7 +103,7 @@ class Tree:
     """Every root of a full state, with its items integrated in document order.
 
     Raises (from the constructor):
-        UpdateFormatError: the state cannot be read, or an item depends on one it lacks.
+        UpdateFormatError: the state cannot be read.
     """
 
     def __init__(self, state: bytes) -> None:
@@ -188,26 +188,38 @@ class Tree:
     # --- integration
 
     def _integrate_all(self, pending: dict[int, list[tuple[Item, str | ID | None]]]) -> None:
-        """Integrate every item once what it depends on is, as Yjs' integrateStructs."""
+        """Integrate every item once what it depends on is, as Yjs' integrateStructs.
+
+        What can never be integrated (after a gap in its client's clocks, or waiting on
+        an item the state lacks, or on a cycle of such) stays out, with everything of its
+        client after it: Yjs keeps the same as pending, and so does a room for updates
+        that arrived before what they build on (`Document.state` includes those).
+        """
         position = dict.fromkeys(pending, 0)
+        blocked: set[int] = set()
         for first in sorted(pending, reverse=True):
             stack = [first]
             while stack:
                 client = stack[-1]
-                if position[client] == len(pending[client]):
+                if client in blocked or position[client] == len(pending[client]):
                     stack.pop()
                     continue
                 item, parent = pending[client][position[client]]
                 if item.clock != self._next_clock(client):
-                    raise UpdateFormatError(f"client {client} skips to clock {item.clock}")
+                    blocked.add(client)
+                    continue
                 missing = self._missing(item, parent)
                 if missing is None:
                     position[client] += 1
                     self._integrate(item, parent)
                     if len(stack) > 1:
                         stack.pop()  # what waited on this client may go on now
-                elif missing in stack or position.get(missing) == len(pending.get(missing, ())):
-                    raise UpdateFormatError(f"an item of client {client} needs one it lacks")
+                elif (
+                    missing in stack
+                    or missing in blocked
+                    or position.get(missing) == len(pending.get(missing, ()))
+                ):
+                    blocked.add(client)
                 else:
                     stack.append(missing)
 

@@ -11,6 +11,7 @@ import aiohttp
 import pycrdt
 import pytest
 
+from collab import protocol
 from collab.client import Client
 from tests.conftest import RunningServer
 
@@ -284,3 +285,32 @@ async def test_openapi_document_is_served(
     spec = await call(http, "GET", f"{server.http}/api/openapi.json", 200)
     assert spec["openapi"].startswith("3.")
     assert "/api/docs/{name}/versions/{version}/restore" in spec["paths"]
+
+
+async def test_a_document_holding_an_update_that_waits_for_its_base_exports_what_it_has(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """An update that arrived before the one it builds on is held (pending), as in Yjs;
+    the export shows the rest, and a restore to a version works around it."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    text = doc.get("t", type=pycrdt.Text)
+    text += "base"
+    base_state = pycrdt.Doc()
+    base_state.apply_update(doc.get_update())
+    text.insert(4, " later")
+    later = doc.get_update(base_state.get_state())  # builds on "base", which never came
+    async with Client(server.url, "waiting") as client:
+        client.doc.get("m", type=pycrdt.Map)["k"] = "v"
+        await client.flush()
+    async with http.ws_connect(f"{server.url}/waiting") as ws:
+        await ws.send_bytes(protocol.encode_update(later))
+    url = doc_url(server, "waiting")
+    async with asyncio.timeout(10):
+        while (await call(http, "GET", url, 200)).get("m") != {"k": "v"}:
+            await asyncio.sleep(0.05)
+    assert await call(http, "GET", url, 200) == {"m": {"k": "v"}}
+    assert await call(http, "GET", url + "?format=text", 200) == b""
+    versions = doc_url(server, "waiting", "versions")
+    version = await call(http, "POST", versions, 201, json={"label": "with a wait"})
+    await call(http, "POST", f"{versions}/{version['id']}/restore", 200)
+    assert await call(http, "GET", url, 200) == {"m": {"k": "v"}}
