@@ -225,6 +225,8 @@ async def test_toolbar_is_usable_with_the_keyboard_alone(
     page = await open_doc(await person(browser, "Kay", "#8250df"), server.http, "keys")
     await page.keyboard.type("shout")
     await wait_text(page, lambda t: t == "shout")
+    await page.locator(".ProseMirror").press("End")  # see the link test: from the end
+    await at_the_end(page)
     await page.keyboard.press("Shift+Home")
     await selection_of(page, 5)
     bold = page.locator('button[data-command="bold"]')
