@@ -18,7 +18,7 @@ deleting the items it inserted, and a deletion by inserting a copy of what it de
 What stays out of reach: a stock undo manager brings back an item it deleted at the top
 level of a root's sequence (a character of a root Text, a block of a root XmlFragment),
 because nothing in Yjs ties such an item to anything the restore can delete. README
-"Undo after a restore" says so; tests/test_undo_after_restore.py measures it.
+"Undo after a restore" says so; tests/test_restore_undo.py pins it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from collab.tree import Shared, Tree
 from collab.update import (
     ANY,
     BINARY,
-    DELETED,
     DOC,
     EMBED,
     FORMAT,
@@ -66,13 +65,10 @@ def _inferred(root: Shared) -> RootType | None:
             found.add("xml")
         elif item.kind == TYPE or item.kind in _VALUE_KINDS:
             found.add("array")
-    if any(item.kind != DELETED for item in root.entries.values()):
+    if root.entries:  # deleted ones too: an emptied map is still a map
         found.add("map")
     # A Text may carry map-like attributes; a sequence type wins over keyed entries.
-    inferred = next((kind for kind in ("text", "xml", "array", "map") if kind in found), None)
-    if inferred is None and root.entries:
-        return "map"  # every entry deleted: what is left is a map's
-    return inferred
+    return next((kind for kind in ("text", "xml", "array", "map") if kind in found), None)
 
 
 def parse_hints(text: str) -> dict[str, RootType]:

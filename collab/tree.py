@@ -241,7 +241,7 @@ class Tree:
         right = self._clean_start(*item.right_origin) if item.right_origin else None
         parent: Shared | None = None
         if (left is not None and left.kind == GC) or (right is not None and right.kind == GC):
-            parent = None
+            pass  # as Yjs: an item next to a collected one is collected too
         elif parent_ref is None:
             neighbour = left or right
             if neighbour is not None:
@@ -290,8 +290,8 @@ class Tree:
                         conflicting.clear()
                     elif item.right_origin == o.right_origin:
                         break
-                elif o.origin is not None and id(self._find(*o.origin)) in before_origin:
-                    if id(self._find(*o.origin)) not in conflicting:
+                elif o.origin is not None and (found := id(self._find(*o.origin))) in before_origin:
+                    if found not in conflicting:
                         left = o
                         conflicting.clear()
                 else:
