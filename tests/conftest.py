@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from hypothesis import settings as hypothesis_settings
+from playwright.async_api import Browser, async_playwright
 
 from collab.app import start
 from collab.config import Settings
@@ -162,3 +164,63 @@ def server_process(tmp_path: Path) -> Iterator[Any]:
     yield make
     for proc in made:
         proc.kill()
+
+
+# --- browsers (Debian's Chromium, never a downloaded one) and the editor pages
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed: apt-get install chromium", pytrace=False)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield browser
+        await browser.close()
+
+
+EDITOR_PAGES = Path(__file__).parent / "editors" / "dist"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def pages() -> AsyncIterator[str]:
+    """The base URL of tests/editors/dist, served on a loopback port."""
+    if not (EDITOR_PAGES / "codemirror.html").exists():
+        pytest.fail(
+            "the editor pages are not built: npm ci --prefix tests/editors && "
+            "npm run build --prefix tests/editors",
+            pytrace=False,
+        )
+    app = web.Application()
+    app.router.add_static("/", EDITOR_PAGES)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def editors_server(
+    make_server: Callable[..., Awaitable[RunningServer]], pages: str
+) -> RunningServer:
+    return await make_server(allowed_origins=pages)

@@ -4,22 +4,19 @@ tests/editors/ bundles each stock editor (pinned exactly in its package.json) ov
 stock y-websocket provider into dist/<name>.html; a page opens the document its URL
 names and exposes `window.page`: the editor's own Y.Doc as a state (`state()`), its own
 view of the text (`text()`), and whether the provider has synced. The pages are served
-by a small static server of their own, whose origin the collab server allows.
+by a small static server of their own, whose origin the collab server allows (the
+fixtures `pages` and `editors_server`, in conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import pytest
-from aiohttp import web
 from playwright.async_api import Browser, Page
 
 from collab import content
@@ -28,40 +25,7 @@ from collab.roots import root_types
 from collab.tree import Tree
 from tests.conftest import RunningServer
 
-DIST = Path(__file__).parent / "editors" / "dist"
 WAIT_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-async def pages() -> AsyncIterator[str]:
-    """The base URL of tests/editors/dist, served on a loopback port."""
-    if not (DIST / "codemirror.html").exists():
-        pytest.fail(
-            "the editor pages are not built: npm ci --prefix tests/editors && "
-            "npm run build --prefix tests/editors",
-            pytrace=False,
-        )
-    app = web.Application()
-    app.router.add_static("/", DIST)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def editors_server(
-    make_server: Callable[..., Awaitable[RunningServer]], pages: str
-) -> RunningServer:
-    return await make_server(allowed_origins=pages)
 
 
 class EditorPage:

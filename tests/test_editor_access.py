@@ -14,7 +14,7 @@ from collab.auth import mint
 from collab.client import Client
 from collab.config import Secret
 from tests.conftest import RunningServer
-from tests.test_editor import WAIT_MS, browser, open_doc, person, text, wait_text  # noqa: F401
+from tests.test_editor import WAIT_MS, open_doc, person, text, wait_text
 
 SECRET = Secret("correct horse battery staple, long enough")
 
@@ -24,7 +24,7 @@ def token(docs: str, permission: str) -> str:
 
 
 async def test_a_read_only_viewer_follows_live_but_cannot_edit(
-    browser: Browser,  # noqa: F811 - the fixture
+    browser: Browser,
     make_server: Callable[..., Awaitable[RunningServer]],
 ) -> None:
     server = await make_server(auth="token", auth_secret=SECRET)
@@ -59,7 +59,7 @@ async def test_a_read_only_viewer_follows_live_but_cannot_edit(
 
 
 async def test_a_page_without_a_valid_token_never_connects(
-    browser: Browser,  # noqa: F811 - the fixture
+    browser: Browser,
     make_server: Callable[..., Awaitable[RunningServer]],
 ) -> None:
     server = await make_server(auth="token", auth_secret=SECRET)

@@ -13,7 +13,6 @@ from tests.test_editor import (
     ARTIFACTS,
     WAIT_MS,
     at_the_end,
-    browser,  # noqa: F401  (the fixture, shared)
     open_doc,
     person,
     server_text,
@@ -61,7 +60,7 @@ async def restore(page: Page, version: str, shows: str) -> None:
 
 
 async def test_name_preview_and_restore_a_version_seen_live_by_everyone(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: RunningServer,
 ) -> None:
     alice = await open_doc(await person(browser, "Alice", "#1f6feb"), server.http, DOC)
@@ -135,7 +134,7 @@ async def test_name_preview_and_restore_a_version_seen_live_by_everyone(
 
 
 async def test_the_panel_works_from_the_keyboard_alone(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: RunningServer,
 ) -> None:
     page = await open_doc(await person(browser, "Kay", "#8250df"), server.http, "keyboard")
@@ -198,7 +197,7 @@ async def test_the_panel_works_from_the_keyboard_alone(
 
 
 async def test_the_panel_covers_the_page_on_a_narrow_screen(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: RunningServer,
 ) -> None:
     context = await person(browser, "Nia", "#0a7e8c")

@@ -9,16 +9,13 @@ from playwright.async_api import Browser
 from tests.conftest import RunningServer
 from tests.editor_pages import (
     EditorPage,
-    editors_server,  # noqa: F401 - the fixture
     fresh_json,
     name_version,
     open_editor,
-    pages,  # noqa: F401 - the fixture
     restore,
     settle,
     version_json,
 )
-from tests.test_editor import browser  # noqa: F401 - the fixture
 
 DOC = "code/main.py"
 
@@ -31,9 +28,9 @@ async def type_at_end(editor: EditorPage, text: str) -> None:
 
 
 async def test_a_restore_is_exact_in_codemirror_and_earlier_typing_cannot_be_undone_into_it(
-    browser: Browser,  # noqa: F811
-    editors_server: RunningServer,  # noqa: F811
-    pages: str,  # noqa: F811
+    browser: Browser,
+    editors_server: RunningServer,
+    pages: str,
 ) -> None:
     alpha = await open_editor(browser, pages, editors_server, "codemirror", DOC)
     bravo = await open_editor(browser, pages, editors_server, "codemirror", DOC)

@@ -26,15 +26,12 @@ from tests.editor_pages import (
     EditorPage,
     api,
     doc_path,
-    editors_server,  # noqa: F401 - the fixture
     fresh_json,
     name_version,
     open_editor,
-    pages,  # noqa: F401 - the fixture
     settle,
     version_json,
 )
-from tests.test_editor import browser  # noqa: F401 - the fixture
 
 KEYS = frozenset(
     {
@@ -154,9 +151,9 @@ THREE: Paragraphs = [
 
 @pytest.mark.timeout(120)
 async def test_a_restore_is_exact_in_lexical_and_earlier_typing_cannot_be_undone_into_it(
-    browser: Browser,  # noqa: F811
-    editors_server: RunningServer,  # noqa: F811
-    pages: str,  # noqa: F811
+    browser: Browser,
+    editors_server: RunningServer,
+    pages: str,
 ) -> None:
     doc = "notes/lexical"
     alpha, bravo = await co_edit_three_paragraphs(browser, pages, editors_server, doc)
@@ -209,9 +206,9 @@ async def test_a_restore_is_exact_in_lexical_and_earlier_typing_cannot_be_undone
 
 @pytest.mark.timeout(120)
 async def test_undoing_edits_inside_paragraphs_made_before_a_restore_changes_nothing_it_put_back(
-    browser: Browser,  # noqa: F811
-    editors_server: RunningServer,  # noqa: F811
-    pages: str,  # noqa: F811
+    browser: Browser,
+    editors_server: RunningServer,
+    pages: str,
 ) -> None:
     """Deleting characters and making existing text bold, before the version and after
     it: all inside paragraphs (a run's text and its Map live in a paragraph the restore
@@ -267,9 +264,9 @@ SECOND = "Bravo writes bold words in the second."
 
 @pytest.mark.timeout(120)
 async def test_undoing_the_removal_of_a_whole_paragraph_made_before_a_restore_brings_it_back(
-    browser: Browser,  # noqa: F811
-    editors_server: RunningServer,  # noqa: F811
-    pages: str,  # noqa: F811
+    browser: Browser,
+    editors_server: RunningServer,
+    pages: str,
 ) -> None:
     """The case Yjs leaves open, pinned. Alpha deletes bravo's whole paragraph (one
     keystroke); the version, which has it, is restored; alpha's Ctrl+Z then re-inserts
@@ -311,9 +308,9 @@ async def test_undoing_the_removal_of_a_whole_paragraph_made_before_a_restore_br
 
 @pytest.mark.timeout(120)
 async def test_undoing_a_paragraph_join_made_before_a_restore_brings_the_joined_paragraph_back(
-    browser: Browser,  # noqa: F811
-    editors_server: RunningServer,  # noqa: F811
-    pages: str,  # noqa: F811
+    browser: Browser,
+    editors_server: RunningServer,
+    pages: str,
 ) -> None:
     """The same case by the commonest way to delete a paragraph, pinned: alpha joins
     bravo's paragraph to its own (Backspace at its start) before the version is named.

@@ -19,16 +19,13 @@ from tests.conftest import RunningServer
 from tests.editor_pages import (
     WAIT_S,
     EditorPage,
-    editors_server,  # noqa: F401 - the fixture
     fresh_json,
     name_version,
     open_editor,
-    pages,  # noqa: F401 - the fixture
     restore,
     settle,
     version_json,
 )
-from tests.test_editor import browser  # noqa: F401 - the fixture
 
 DOC = "notes/quill"
 # 1x1 PNGs, red and blue.
@@ -220,9 +217,9 @@ async def assert_version(restored: Restored, server: RunningServer) -> None:
 
 
 async def test_a_restore_is_exact_in_quill_with_formatting_and_images(
-    browser: Browser,  # noqa: F811
-    editors_server: RunningServer,  # noqa: F811
-    pages: str,  # noqa: F811
+    browser: Browser,
+    editors_server: RunningServer,
+    pages: str,
 ) -> None:
     restored = await co_edit_and_restore(browser, pages, editors_server)
     alpha, bravo = restored.alpha, restored.bravo
@@ -246,9 +243,9 @@ async def test_a_restore_is_exact_in_quill_with_formatting_and_images(
 
 
 async def test_quill_undo_after_a_restore_leaves_it_alone_but_for_a_top_level_deletion(
-    browser: Browser,  # noqa: F811
-    editors_server: RunningServer,  # noqa: F811
-    pages: str,  # noqa: F811
+    browser: Browser,
+    editors_server: RunningServer,
+    pages: str,
 ) -> None:
     """Quill's history is no Y.UndoManager: it keeps each undo step as an index-based
     inverse delta and transforms it through every remote change Quill reports. The server

@@ -14,7 +14,6 @@ from tests.conftest import RunningServer
 from tests.editor_pages import fresh_json, json_of, name_version, restore, settle, version_json
 from tests.test_editor import (
     at_the_end,
-    browser,  # noqa: F401 - the fixture
     open_doc,
     person,
     text,
@@ -49,7 +48,7 @@ async def type_at_end(page: Page, typed: str, *, bold: str = "") -> None:
 
 
 async def test_a_restore_is_exact_in_tiptap_and_earlier_typing_cannot_be_undone_into_it(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: RunningServer,
 ) -> None:
     alice = await open_doc(await person(browser, "Alice", "#1f6feb"), server.http, DOC)
