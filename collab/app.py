@@ -19,7 +19,7 @@ from functools import partial
 
 from aiohttp import web
 
-from collab import __version__, api, document, pages, ws
+from collab import __version__, api, pages, ws
 from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE
 from collab.config import Settings
 from collab.documents import Documents
@@ -29,8 +29,9 @@ from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
 from collab.rooms import Rooms
-from collab.sqlite_store import SQLiteStore
 from collab.store import Store
+from collab.store.sqlite import SQLiteStore
+from collab.yjs import document
 
 log = logging.getLogger(__name__)
 

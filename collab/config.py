@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from collab.auth import MIN_SECRET_LENGTH, Authorizer
-from collab.retention import parse_policy
-from collab.roots import parse_hints
+from collab.store.retention import parse_policy
+from collab.yjs.roots import parse_hints
 
 KiB = 1024
 MiB = 1024 * KiB

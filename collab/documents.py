@@ -17,18 +17,18 @@ from typing import Any, Literal
 
 import pycrdt
 
-from collab import content
 from collab.config import Settings
 from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
 from collab.protocol import EMPTY_UPDATE
-from collab.restore import RootTypeConflict, restore_updates
-from collab.retention import expired, parse_policy
 from collab.room import Room
 from collab.rooms import Rooms
-from collab.roots import parse_hints, root_types
 from collab.store import DocInfo, Snapshot, Store, iso_time
-from collab.tree import Tree
-from collab.update import UpdateFormatError
+from collab.store.retention import expired, parse_policy
+from collab.yjs import content
+from collab.yjs.restore import RootTypeConflict, restore_updates
+from collab.yjs.roots import parse_hints, root_types
+from collab.yjs.tree import Tree
+from collab.yjs.update import UpdateFormatError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pycrdt import write_var_uint
 
 from collab.errors import ProtocolError, UnsupportedMessage
-from collab.lib0 import Reader
+from collab.yjs.lib0 import Reader
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1

@@ -21,11 +21,11 @@ from collab import protocol
 from collab.auth import allows
 from collab.awareness import Awareness
 from collab.config import Settings
-from collab.document import Document
 from collab.errors import QuotaExceeded, StoreError, UnsupportedMessage, UpdateRejected
 from collab.peer import Peer
 from collab.store import Snapshot, SnapshotKind, Store
-from collab.update import UpdateFormatError, split_update
+from collab.yjs.document import Document
+from collab.yjs.update import UpdateFormatError, split_update
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Room:
     def apply_update(self, *updates: bytes, size_after: int | None = None) -> None:
         """Apply updates that come from the server itself (API, restore), not a peer:
         committed together, and sent on one after another, each as it is, never merged
-        with another (a restore is a copy, then a deletion: see collab/restore.py).
+        with another (a restore is a copy, then a deletion: see collab/yjs/restore.py).
 
         Args:
             size_after: for updates that replace the content (a restore), the size of the

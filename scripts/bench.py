@@ -52,7 +52,7 @@ from collab import protocol
 from collab.auth import Revocation
 from collab.errors import VersionNotFound
 from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
-from collab.update import clock_ranges
+from collab.yjs.update import clock_ranges
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_load

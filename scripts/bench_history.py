@@ -22,10 +22,10 @@ from typing import Any
 
 import pycrdt
 
-from collab import content
-from collab.restore import restore_updates
-from collab.roots import root_types
-from collab.tree import Tree
+from collab.yjs import content
+from collab.yjs.restore import restore_updates
+from collab.yjs.roots import root_types
+from collab.yjs.tree import Tree
 
 
 def trace_states(path: Path) -> tuple[bytes, bytes]:

@@ -53,7 +53,7 @@ import pycrdt
 
 from collab import protocol
 from collab.client import Client
-from collab.update import structs
+from collab.yjs.update import structs
 
 TEXT, MAP, ARRAY = "content", "meta", "items"
 EMPTY_UPDATE = b"\x00\x00"

@@ -71,11 +71,11 @@ from pycrdt import write_var_uint
 
 from collab import protocol
 from collab.client import Client
-from collab.content import to_json
-from collab.lib0 import Reader
-from collab.roots import root_types
-from collab.tree import Tree
-from collab.update import UpdateFormatError, clock_ranges, decode_state_vector
+from collab.yjs.content import to_json
+from collab.yjs.lib0 import Reader
+from collab.yjs.roots import root_types
+from collab.yjs.tree import Tree
+from collab.yjs.update import UpdateFormatError, clock_ranges, decode_state_vector
 
 STATES = ("empty", "content", "pending", "syncing", "awareness", "large")
 MiB = 1024 * 1024
@@ -708,11 +708,11 @@ def state_vector_of(doc: pycrdt.Doc[Any]) -> dict[str, int]:
 
 def view_of_state(state: bytes) -> dict[str, Any]:
     """What a user sees of a document: the state vector, and each root as the server's
-    JSON export shows it (its type read from its content, as collab.roots does).
+    JSON export shows it (its type read from its content, as collab.yjs.roots does).
 
     Reading a root as a type it does not have can make pycrdt loop forever (seen: a
     fuzzed "array" root holding strings, read as an Array), so types are never assumed;
-    and collab.roots itself can loop forever on fuzzed content: `views` runs this in a
+    and collab.yjs.roots itself can loop forever on fuzzed content: `views` runs this in a
     child process, under a time limit.
     """
     copy: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -765,7 +765,7 @@ def serve_views() -> None:
     """The `_views` subcommand: states (packed) on stdin, their views as JSON on stdout."""
     import resource
 
-    limit = 2 * 1024 * MiB  # collab.roots allocates as it loops
+    limit = 2 * 1024 * MiB  # collab.yjs.roots allocates as it loops
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     states = unpack(sys.stdin.buffer.read())
     json.dump([view_of_state(state) for state in states], sys.stdout, default=repr)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pycrdt
 
-from collab.restore import restore_updates
-from collab.update import decode_state_vector
+from collab.yjs.restore import restore_updates
+from collab.yjs.update import decode_state_vector
 
 TEXTS = ["a", "hello ", "xyz", "Zoë", "😀!", "日本語"]
 

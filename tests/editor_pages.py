@@ -19,10 +19,10 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from playwright.async_api import Browser, Page
 
-from collab import content
 from collab.client import Client
-from collab.roots import root_types
-from collab.tree import Tree
+from collab.yjs import content
+from collab.yjs.roots import root_types
+from collab.yjs.tree import Tree
 from tests.conftest import RunningServer
 
 WAIT_S = 15.0

@@ -23,7 +23,7 @@ def test_aiohttp_still_has_the_ping_timer_cancel_collab_calls() -> None:
 async def test_aiosqlite_still_keeps_its_worker_thread_where_collab_joins_it(
     tmp_path: Path,
 ) -> None:
-    # collab/sqlite_store.py `_connect`: after a failed connect aiosqlite does not wait
+    # collab/store/sqlite.py `_connect`: after a failed connect aiosqlite does not wait
     # for its worker thread, which then dies on a closed loop unless collab joins it.
     conn = aiosqlite.connect(tmp_path / "x.db")
     assert isinstance(getattr(conn, "_thread", None), threading.Thread)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import write_var_uint as v
 
-from collab.document import Document
 from collab.errors import ProtocolError, UpdateRejected
-from collab.update import split_update
+from collab.yjs.document import Document
+from collab.yjs.update import split_update
 from tests.docgen import content, random_doc
 
 

@@ -216,7 +216,7 @@ async def test_content_after_a_clock_gap_looks_the_same_to_everyone(
 
 
 # Client 1, two items whose left origins are each other: (1, 0) after (1, 1), (1, 1)
-# after (1, 0). The server keeps it as pending; collab.roots follows origins to find an
+# after (1, 0). The server keeps it as pending; collab.yjs.roots follows origins to find an
 # item's parent and never stops, allocating as it goes.
 ORIGIN_CYCLE = bytes.fromhex("01020100880101017701788801000177017800")
 
@@ -224,7 +224,7 @@ ORIGIN_CYCLE = bytes.fromhex("01020100880101017701788801000177017800")
 @pytest.mark.timeout(60)
 async def test_a_cycle_of_origins_cannot_hang_the_export(server_process: Any) -> None:
     """Found: after this 19-byte update, GET /api/docs/{name} never answers; the export
-    thread spins in the origin walk that found each root's type (collab.tree refuses the
+    thread spins in the origin walk that found each root's type (collab.yjs.tree refuses the
     cycle now) and the server's memory grows about 5 MB/s, and SIGTERM no longer stops
     the server. Run in a child process, killed at teardown."""
     server = server_process()

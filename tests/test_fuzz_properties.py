@@ -34,7 +34,7 @@ from collab.protocol import (
     SyncStep2,
     SyncUpdate,
 )
-from collab.update import (
+from collab.yjs.update import (
     UpdateFormatError,
     clock_ranges,
     decode_state_vector,

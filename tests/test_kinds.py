@@ -15,10 +15,10 @@ from typing import Any
 import pycrdt
 import pytest
 
-from collab import content
 from collab.protocol import EMPTY_UPDATE
-from collab.roots import root_types
-from collab.tree import Tree
+from collab.yjs import content
+from collab.yjs.roots import root_types
+from collab.yjs.tree import Tree
 from tests.docgen import restored
 from tests.test_interop import INTEROP
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collab.protocol import EMPTY_UPDATE
-from collab.restore import RootTypeConflict, restore_updates
-from collab.tree import Tree
-from collab.update import decode_state_vector
+from collab.yjs.restore import RootTypeConflict, restore_updates
+from collab.yjs.tree import Tree
+from collab.yjs.update import decode_state_vector
 from tests.docgen import content, edit, random_doc, restore
 
 

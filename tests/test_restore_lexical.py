@@ -274,7 +274,7 @@ async def test_undoing_the_removal_of_a_whole_paragraph_made_before_a_restore_br
     item at the top level of the root XmlText's sequence, and Y.UndoManager's redoItem
     re-inserts such an item (with what it held) next to where it was: the root is never
     deleted, and nothing the server writes ties the item to anything it could delete
-    first (collab/restore.py). It lands before the restored copy, which follows all the
+    first (collab/yjs/restore.py). It lands before the restored copy, which follows all the
     content it replaced. Bravo's undo does not take it away: the copy is alpha's, and
     only the editor that redid an item follows it to its copy."""
     doc = "notes/lexical-removal"

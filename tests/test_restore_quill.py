@@ -250,7 +250,7 @@ async def test_quill_undo_after_a_restore_leaves_it_alone_but_for_a_top_level_de
     """Quill's history is no Y.UndoManager: it keeps each undo step as an index-based
     inverse delta and transforms it through every remote change Quill reports. The server
     sends a restore as two updates, the fresh copy appended, then the deletion of all that
-    was there before (collab/restore.py), so Quill reports exactly that: every step about
+    was there before (collab/yjs/restore.py), so Quill reports exactly that: every step about
     the old text is transformed into nothing, and Ctrl+Z changes nothing the restore put
     back. Except, as in Yjs (README, "Undo after a restore"), a deletion at the top level
     made before the restore: B3, Bravo deleting "Alpha " after the version, is an insertion

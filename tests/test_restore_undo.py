@@ -3,7 +3,7 @@
 Editors type, a version is named, they edit more, the version is restored through the
 API; then each editor undoes everything it did before the restore. What the restore put
 back must stay: no undo removes it and, except in the one case Yjs leaves open (an item
-deleted at the top level of a root's sequence: see collab/restore.py), none brings back
+deleted at the top level of a root's sequence: see collab/yjs/restore.py), none brings back
 what it took out. Edits made after the restore are undone as usual.
 """
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collab.retention import Tier, expired, parse_duration, parse_policy
 from collab.store import Snapshot, SnapshotKind
+from collab.store.retention import Tier, expired, parse_duration, parse_policy
 
 HOUR = 3600.0
 DAY = 24 * HOUR

@@ -16,8 +16,8 @@ from collab.config import Settings
 from collab.errors import QuotaExceeded, StoreError, UpdateRejected
 from collab.peer import Peer
 from collab.room import Room
-from collab.sqlite_store import SQLiteStore
 from collab.store import Snapshot, SnapshotKind, Store, StoredDoc
+from collab.store.sqlite import SQLiteStore
 
 Hook = Callable[[bytes], None]
 

@@ -15,8 +15,8 @@ import pytest
 from collab.config import Settings
 from collab.errors import StoreError
 from collab.rooms import Rooms
-from collab.sqlite_store import SQLiteStore
 from collab.store import Snapshot, SnapshotKind, StoredDoc
+from collab.store.sqlite import SQLiteStore
 
 GRACE = 0.05
 

@@ -7,7 +7,7 @@ from typing import Any
 import pycrdt
 import pytest
 
-from collab.roots import parse_hints, root_types
+from collab.yjs.roots import parse_hints, root_types
 from tests.docgen import random_doc
 
 

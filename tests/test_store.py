@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from collab.errors import StoreError, VersionNotFound
-from collab.sqlite_store import MIGRATIONS, SQLiteStore
+from collab.store.sqlite import MIGRATIONS, SQLiteStore
 
 
 async def test_fresh_database_is_created_at_the_newest_schema(db_path: Path) -> None:

@@ -1,8 +1,8 @@
-"""collab.tree reads documents as Yjs integrates them, and export and restore built on it
+"""collab.yjs.tree reads documents as Yjs integrates them, and export and restore built on it
 are exact for nested documents of every type.
 
 The oracle is pycrdt's own reading (Yrs) of the same documents, through its typed API,
-rendered in the shape collab/content.py documents: random documents whose replicas
+rendered in the shape collab/yjs/content.py documents: random documents whose replicas
 insert concurrently, so every YATA conflict rule is met.
 """
 
@@ -16,11 +16,11 @@ import pycrdt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collab import content
 from collab.protocol import EMPTY_UPDATE
-from collab.roots import root_types
-from collab.tree import Shared, Tree
-from collab.update import decode_state_vector
+from collab.yjs import content
+from collab.yjs.roots import root_types
+from collab.yjs.tree import Shared, Tree
+from collab.yjs.update import decode_state_vector
 from tests.docgen import NESTED_ROOTS, nested_edit, random_doc, random_nested_doc, restore, restored
 
 

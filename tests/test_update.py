@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collab.update import (
+from collab.yjs.update import (
     GC,
     SKIP,
     UpdateFormatError,

@@ -20,13 +20,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from collab import __version__, commands
+from collab import __version__
 from collab.app import serve
 from collab.auth import MIN_SECRET_LENGTH, Permission, mint
+from collab.cli import commands
 from collab.config import Secret, Settings, env_name, flag_name, setting_fields
 from collab.documents import FORMATS
 from collab.errors import CollabError
-from collab.retention import parse_duration
+from collab.store.retention import parse_duration
 
 log = logging.getLogger("collab")
 

@@ -33,7 +33,7 @@ from collab.errors import (
 )
 from collab.lockfile import DatabaseLock, holder
 from collab.rooms import Rooms
-from collab.sqlite_store import SQLiteStore
+from collab.store.sqlite import SQLiteStore
 
 Progress = Callable[[int, int, str], None]
 

@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from pycrdt import write_var_uint
 
 from collab.protocol import EMPTY_UPDATE
-from collab.roots import RootType, root_types
-from collab.tree import Item, Shared, Tree
-from collab.update import ANY, ID, JSON, STRING, TYPE
+from collab.yjs.roots import RootType, root_types
+from collab.yjs.tree import Item, Shared, Tree
+from collab.yjs.update import ANY, ID, JSON, STRING, TYPE
 
 _NULL = b"\x7e"  # lib0 `null`
 _MAX_CLIENT = 2**32 - 1  # Yjs' client ids are 32 bits

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from collab.access import DocumentAccess, connect
+from collab.cli.access import DocumentAccess, connect
 from collab.config import Settings
 
 

@@ -24,7 +24,7 @@ import pycrdt
 
 from collab.errors import ProtocolError, UpdateRejected
 from collab.protocol import EMPTY_STATE_VECTOR, EMPTY_UPDATE
-from collab.update import (
+from collab.yjs.update import (
     ID,
     PARENT_KINDS,
     SKIP,

@@ -4,7 +4,7 @@ Yjs does not store a root's type (Text, Map, Array or XmlFragment): a client fix
 reading the root as one. A document built from updates therefore knows only the names
 (pycrdt reports no type), and reading a root as the wrong type gives wrong content: a
 Text read as an Array yields its characters. So the type is inferred from the root's
-items, deleted ones included, as `collab.tree` integrates them. Map entries make a Map;
+items, deleted ones included, as `collab.yjs.tree` integrates them. Map entries make a Map;
 text, formatting and embeds a Text; XML elements and XML text an XmlFragment; any other
 value an Array.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, get_args
 
-from collab.tree import Shared, Tree
-from collab.update import (
+from collab.yjs.tree import Shared, Tree
+from collab.yjs.update import (
     ANY,
     BINARY,
     DOC,

@@ -29,9 +29,9 @@ import json
 import struct
 from typing import Any
 
-from collab.roots import RootType
-from collab.tree import Item, Shared, Tree
-from collab.update import (
+from collab.yjs.roots import RootType
+from collab.yjs.tree import Item, Shared, Tree
+from collab.yjs.update import (
     ANY,
     BINARY,
     DOC,

@@ -16,7 +16,7 @@ import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from collab.update import (
+from collab.yjs.update import (
     ANY,
     BINARY,
     DELETED,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pycrdt import write_var_uint
 
-from collab.lib0 import Reader
+from collab.yjs.lib0 import Reader
 
 # Struct kinds: the low 5 bits of a struct's info byte (1-9 are item contents).
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = range(11)
