@@ -22,7 +22,7 @@ from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
 from collab.protocol import EMPTY_UPDATE
 from collab.room import Room
 from collab.rooms import Rooms
-from collab.store import DocInfo, Snapshot, Store, iso_time
+from collab.store import DocInfo, Store, Version, iso_time
 from collab.store.retention import expired, parse_policy
 from collab.yjs import content
 from collab.yjs.restore import RootTypeConflict, restore_updates
@@ -56,8 +56,8 @@ class DocSummary:
 
 @dataclass(frozen=True, slots=True)
 class Restored:
-    restored: Snapshot
-    pre_restore: Snapshot
+    restored: Version
+    pre_restore: Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +139,7 @@ class Documents:
         """
         if version is not None:
             await self._ensure_exists(name)
-            return await self._store.snapshot_state(name, version)
+            return await self._store.version_state(name, version)
         async with self._room(name) as room:
             await room.flush()
             return room.document.state()
@@ -172,12 +172,12 @@ class Documents:
         if not await self._rooms.delete(name):
             raise DocNotFound(f"no document named {name!r}")
 
-    async def versions(self, name: str) -> list[Snapshot]:
+    async def versions(self, name: str) -> list[Version]:
         """The versions of `name`, newest first."""
         await self._ensure_exists(name)
-        return sorted(await self._store.snapshots(name), key=lambda s: s.id, reverse=True)
+        return sorted(await self._store.versions(name), key=lambda s: s.id, reverse=True)
 
-    async def take_version(self, name: str, label: str) -> Snapshot:
+    async def take_version(self, name: str, label: str) -> Version:
         label = check_label(label)
         async with self._room(name) as room:
             await room.flush()
@@ -198,7 +198,7 @@ class Documents:
                 raise Conflict(str(exc)) from exc
             room.apply_update(*updates, size_after=size)
             await room.flush()
-        restored = next(s for s in await self._store.snapshots(name) if s.id == version)
+        restored = next(s for s in await self._store.versions(name) if s.id == version)
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
         return Restored(restored, before)
 
@@ -206,14 +206,14 @@ class Documents:
         """Delete the versions the retention policy no longer keeps; return how many."""
         deleted = 0
         for info in await self._store.docs():
-            versions = await self._store.snapshots(info.name)
-            deleted += await self._store.delete_snapshots(
+            versions = await self._store.versions(info.name)
+            deleted += await self._store.delete_versions(
                 info.name, expired(versions, self._tiers, time.time())
             )
         return deleted
 
     async def compact(self, progress: Callable[[int, int, str], None] | None = None) -> int:
-        """Snapshot every document that has a log (so the log is pruned), then thin
+        """Version every document that has a log (so the log is pruned), then thin
         versions by the retention policy. Returns the versions deleted."""
         docs = await self._store.docs()
         for index, info in enumerate(docs, 1):

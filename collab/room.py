@@ -23,7 +23,7 @@ from collab.awareness import Awareness
 from collab.config import Settings
 from collab.errors import QuotaExceeded, StoreError, UnsupportedMessage, UpdateRejected
 from collab.peer import Peer
-from collab.store import Snapshot, SnapshotKind, Store
+from collab.store import Store, Version, VersionKind
 from collab.yjs.document import Document
 from collab.yjs.update import UpdateFormatError, split_update
 
@@ -405,14 +405,14 @@ class Room:
         """Whether the store's latest snapshot misses some committed update."""
         return self._since_snapshot > 0
 
-    async def snapshot(self, kind: SnapshotKind = "auto", label: str | None = None) -> Snapshot:
+    async def snapshot(self, kind: VersionKind = "auto", label: str | None = None) -> Version:
         """Store the current state as a version; the log it covers is pruned."""
         counted = self._since_snapshot
         state = self.document.state()
         size_then = self._size
         # No await between taking the state and queueing the write: the snapshot then
         # holds every update the store had been given before it.
-        snapshot = await self._store.save_snapshot(self.name, state, kind=kind, label=label)
+        snapshot = await self._store.save_version(self.name, state, kind=kind, label=label)
         self._size = len(state) + self._size - size_then
         self._since_snapshot -= counted
         self._snapshot_due = None

@@ -51,7 +51,7 @@ import pycrdt
 from collab import protocol
 from collab.auth import Revocation
 from collab.errors import VersionNotFound
-from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
+from collab.store import DocInfo, StoredDoc, Version, VersionKind
 from collab.yjs.update import clock_ranges
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,14 +77,14 @@ class MemoryStore:
     async def append(self, doc: str, updates: Sequence[bytes]) -> None:
         self._logs.setdefault(doc, []).extend(updates)
 
-    async def save_snapshot(
-        self, doc: str, state: bytes, *, kind: SnapshotKind = "auto", label: str | None = None
-    ) -> Snapshot:
+    async def save_version(
+        self, doc: str, state: bytes, *, kind: VersionKind = "auto", label: str | None = None
+    ) -> Version:
         self._states[doc] = state
         self._logs[doc] = []
-        return Snapshot(0, doc, time.time(), kind, label, len(state), 0)
+        return Version(0, doc, time.time(), kind, label, len(state), 0)
 
-    async def snapshots(self, doc: str) -> list[Snapshot]:
+    async def versions(self, doc: str) -> list[Version]:
         return []
 
     async def docs(self) -> list[DocInfo]:
@@ -93,10 +93,10 @@ class MemoryStore:
     async def doc_info(self, doc: str) -> DocInfo | None:
         return None
 
-    async def snapshot_state(self, doc: str, snapshot_id: int) -> bytes:
+    async def version_state(self, doc: str, snapshot_id: int) -> bytes:
         raise VersionNotFound(f"the benchmark store keeps no versions ({doc})")
 
-    async def delete_snapshots(self, doc: str, snapshot_ids: Sequence[int]) -> int:
+    async def delete_versions(self, doc: str, snapshot_ids: Sequence[int]) -> int:
         return 0
 
     async def delete_doc(self, doc: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collab.store import Snapshot, SnapshotKind
+from collab.store import Version, VersionKind
 from collab.store.retention import Tier, expired, parse_duration, parse_policy
 
 HOUR = 3600.0
@@ -12,8 +12,8 @@ DAY = 24 * HOUR
 NOW = 1_000_000 * DAY  # far from 0, on a day boundary
 
 
-def version(id: int, age: float, kind: SnapshotKind = "auto") -> Snapshot:
-    return Snapshot(id, "doc", NOW - age, kind, None, 10, id)
+def version(id: int, age: float, kind: VersionKind = "auto") -> Version:
+    return Version(id, "doc", NOW - age, kind, None, 10, id)
 
 
 def test_policy_and_durations_parse() -> None:

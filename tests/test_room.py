@@ -16,7 +16,7 @@ from collab.config import Settings
 from collab.errors import QuotaExceeded, StoreError, UpdateRejected
 from collab.peer import Peer
 from collab.room import Room
-from collab.store import Snapshot, SnapshotKind, Store, StoredDoc
+from collab.store import Store, StoredDoc, Version, VersionKind
 from collab.store.sqlite import SQLiteStore
 
 Hook = Callable[[bytes], None]
@@ -300,12 +300,12 @@ async def test_snapshot_after_the_configured_number_of_updates(store: Store, db_
         room.receive(peer, protocol.SyncUpdate(text_update(doc, str(i % 10))))
         await room.flush()
     await settle()
-    snapshots = await store.snapshots("doc")
+    snapshots = await store.versions("doc")
     assert [s.update_count for s in snapshots] == [10, 20]
     loaded = await store.load("doc")
     assert len(loaded.updates) == 5
     await room.close()
-    assert len(await store.snapshots("doc")) == 3  # closing snapshots the rest
+    assert len(await store.versions("doc")) == 3  # closing snapshots the rest
     reloaded = await Room.load("doc", store, Settings(db=db_path))
     assert str(reloaded.document.ydoc.get("t", type=pycrdt.Text)) == str(
         doc.get("t", type=pycrdt.Text)
@@ -319,7 +319,7 @@ async def test_snapshot_after_the_configured_time(store: Store, db_path: Path) -
     room.join(peer)
     room.receive(peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
     async with asyncio.timeout(5):
-        while not await store.snapshots("doc"):
+        while not await store.versions("doc"):
             await asyncio.sleep(0.05)
     await room.close()
 
@@ -340,10 +340,10 @@ class FailingStore:
             raise StoreError("disk full")
         await self.inner.append(doc, updates)
 
-    async def save_snapshot(
-        self, doc: str, state: bytes, *, kind: SnapshotKind = "auto", label: str | None = None
-    ) -> Snapshot:
-        return await self.inner.save_snapshot(doc, state, kind=kind, label=label)
+    async def save_version(
+        self, doc: str, state: bytes, *, kind: VersionKind = "auto", label: str | None = None
+    ) -> Version:
+        return await self.inner.save_version(doc, state, kind=kind, label=label)
 
 
 class SlowStore(FailingStore):
@@ -356,8 +356,8 @@ class SlowStore(FailingStore):
         await asyncio.sleep(0.005)
         await self.inner.append(doc, updates)
 
-    async def snapshots(self, doc: str) -> list[Snapshot]:
-        return await self.inner.snapshots(doc)
+    async def versions(self, doc: str) -> list[Version]:
+        return await self.inner.versions(doc)
 
 
 async def test_snapshots_are_taken_while_updates_keep_coming(
@@ -374,7 +374,7 @@ async def test_snapshots_are_taken_while_updates_keep_coming(
     for _ in range(400):  # an update every millisecond, a commit every 5
         room.receive(peer, protocol.SyncUpdate(text_update(doc, "x")))
         await asyncio.sleep(0.001)
-    assert len(await slow.snapshots("doc")) >= 3  # taken before the stream ended
+    assert len(await slow.versions("doc")) >= 3  # taken before the stream ended
     await room.close()
 
 

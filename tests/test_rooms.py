@@ -15,7 +15,7 @@ import pytest
 from collab.config import Settings
 from collab.errors import StoreError
 from collab.rooms import Rooms
-from collab.store import Snapshot, SnapshotKind, StoredDoc
+from collab.store import StoredDoc, Version, VersionKind
 from collab.store.sqlite import SQLiteStore
 
 GRACE = 0.05
@@ -37,13 +37,13 @@ class CountingStore:
     async def append(self, doc: str, updates: Sequence[bytes]) -> None:
         await self.inner.append(doc, updates)
 
-    async def save_snapshot(
-        self, doc: str, state: bytes, *, kind: SnapshotKind = "auto", label: str | None = None
-    ) -> Snapshot:
+    async def save_version(
+        self, doc: str, state: bytes, *, kind: VersionKind = "auto", label: str | None = None
+    ) -> Version:
         if self.failures:
             self.failures -= 1
             raise StoreError("disk full")
-        return await self.inner.save_snapshot(doc, state, kind=kind, label=label)
+        return await self.inner.save_version(doc, state, kind=kind, label=label)
 
 
 @pytest.fixture

@@ -52,14 +52,14 @@ async def test_unknown_document_loads_empty_and_is_not_created(db_path: Path) ->
 async def test_snapshot_covers_and_prunes_the_log_before_it(db_path: Path) -> None:
     store = await SQLiteStore.open(db_path)
     await store.append("a", [b"1", b"2"])
-    first = await store.save_snapshot("a", b"state-12")
+    first = await store.save_version("a", b"state-12")
     await store.append("a", [b"3"])
     loaded = await store.load("a")
     assert (loaded.state, loaded.updates) == (b"state-12", [b"3"])
-    second = await store.save_snapshot("a", b"state-123", kind="named", label="v2")
+    second = await store.save_version("a", b"state-123", kind="named", label="v2")
     loaded = await store.load("a")
     assert (loaded.state, loaded.updates) == (b"state-123", [])
-    versions = await store.snapshots("a")
+    versions = await store.versions("a")
     assert [(s.id, s.kind, s.label, s.size, s.update_count) for s in versions] == [
         (first.id, "auto", None, 8, 2),
         (second.id, "named", "v2", 9, 3),
@@ -74,7 +74,7 @@ async def test_pruning_never_reuses_update_ids(db_path: Path) -> None:
     # id the snapshot already covers, and be skipped at load.
     store = await SQLiteStore.open(db_path)
     await store.append("a", [b"1"])
-    await store.save_snapshot("a", b"s1")
+    await store.save_version("a", b"s1")
     await store.append("a", [b"2"])
     assert (await store.load("a")).updates == [b"2"]
     await store.close()
@@ -84,7 +84,7 @@ async def test_snapshot_queued_between_appends_covers_only_those_before(db_path:
     store = await SQLiteStore.open(db_path)
     results = await asyncio.gather(
         store.append("a", [b"1"]),
-        store.save_snapshot("a", b"state-1"),
+        store.save_version("a", b"state-1"),
         store.append("a", [b"2"]),
     )
     assert results[1].update_count == 1
@@ -153,12 +153,12 @@ async def test_unwritable_database_raises_store_error(tmp_path: Path) -> None:
 async def test_version_state_is_read_back_and_unknown_ids_are_not_found(db_path: Path) -> None:
     store = await SQLiteStore.open(db_path)
     await store.append("a", [b"1"])
-    snapshot = await store.save_snapshot("a", b"state-1", kind="named", label="one")
-    assert await store.snapshot_state("a", snapshot.id) == b"state-1"
+    snapshot = await store.save_version("a", b"state-1", kind="named", label="one")
+    assert await store.version_state("a", snapshot.id) == b"state-1"
     with pytest.raises(VersionNotFound):
-        await store.snapshot_state("a", snapshot.id + 1)
+        await store.version_state("a", snapshot.id + 1)
     with pytest.raises(VersionNotFound):
-        await store.snapshot_state("b", snapshot.id)  # another document's id
+        await store.version_state("b", snapshot.id)  # another document's id
     await store.close()
 
 
@@ -167,9 +167,9 @@ async def test_deleting_versions_never_deletes_the_newest(db_path: Path) -> None
     ids = []
     for i in range(3):
         await store.append("a", [b"%d" % i])
-        ids.append((await store.save_snapshot("a", b"s%d" % i)).id)
-    assert await store.delete_snapshots("a", ids) == 2
-    assert [s.id for s in await store.snapshots("a")] == [ids[-1]]
+        ids.append((await store.save_version("a", b"s%d" % i)).id)
+    assert await store.delete_versions("a", ids) == 2
+    assert [s.id for s in await store.versions("a")] == [ids[-1]]
     assert (await store.load("a")).state == b"s2"
     await store.close()
 
@@ -193,7 +193,7 @@ async def test_doc_info_reports_size_and_log(db_path: Path) -> None:
     await store.append("a", [b"12345", b"678"])
     info = await store.doc_info("a")
     assert info is not None and (info.size, info.log_updates, info.update_count) == (8, 2, 2)
-    await store.save_snapshot("a", b"abcd")
+    await store.save_version("a", b"abcd")
     info = await store.doc_info("a")
     assert info is not None and (info.size, info.log_updates) == (4, 0)
     await store.close()
@@ -203,7 +203,7 @@ async def test_many_documents_load_at_the_same_moment(db_path: Path) -> None:
     store = await SQLiteStore.open(db_path)
     for i in range(20):
         await store.append(f"doc{i}", [b"%d" % i])
-        await store.save_snapshot(f"doc{i}", b"s%d" % i)
+        await store.save_version(f"doc{i}", b"s%d" % i)
         await store.append(f"doc{i}", [b"after%d" % i])
     loaded = await asyncio.gather(*(store.load(f"doc{i}") for i in range(20)))
     assert [(d.state, d.updates) for d in loaded] == [
@@ -217,7 +217,7 @@ async def test_loads_that_arrive_together_are_read_in_one_transaction(db_path: P
     for i in range(0, 1200, 3):  # every third document exists; some have snapshots
         await store.append(f"doc{i}", [b"a%d" % i, b"b%d" % i])
         if i % 2:
-            await store.save_snapshot(f"doc{i}", b"s%d" % i)
+            await store.save_version(f"doc{i}", b"s%d" % i)
             await store.append(f"doc{i}", [b"c%d" % i])
 
     def expected(i: int) -> tuple[bytes | None, list[bytes], int]:

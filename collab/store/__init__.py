@@ -15,17 +15,17 @@ from typing import Any, Literal, Protocol
 
 from collab.auth import Revocation
 
-SnapshotKind = Literal["auto", "named", "pre-restore"]
+VersionKind = Literal["auto", "named", "pre-restore"]
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Version:
     """A stored version of a document (its state is fetched separately)."""
 
     id: int
     doc: str
     created_at: float
-    kind: SnapshotKind
+    kind: VersionKind
     label: str | None
     size: int
     update_count: int
@@ -80,25 +80,25 @@ class Store(Protocol):
         """Append updates to the log of `doc`; they are durable when this returns."""
         ...
 
-    async def save_snapshot(
+    async def save_version(
         self,
         doc: str,
         state: bytes,
         *,
-        kind: SnapshotKind = "auto",
+        kind: VersionKind = "auto",
         label: str | None = None,
-    ) -> Snapshot:
+    ) -> Version:
         """Store `state` as a snapshot covering every update appended to `doc` so far.
 
         The caller guarantees that `state` includes all of those updates.
         """
         ...
 
-    async def snapshots(self, doc: str) -> list[Snapshot]:
+    async def versions(self, doc: str) -> list[Version]:
         """The versions of `doc`, oldest first."""
         ...
 
-    async def snapshot_state(self, doc: str, snapshot_id: int) -> bytes:
+    async def version_state(self, doc: str, snapshot_id: int) -> bytes:
         """The full state stored in a version of `doc`.
 
         Raises:
@@ -106,7 +106,7 @@ class Store(Protocol):
         """
         ...
 
-    async def delete_snapshots(self, doc: str, snapshot_ids: Sequence[int]) -> int:
+    async def delete_versions(self, doc: str, snapshot_ids: Sequence[int]) -> int:
         """Delete versions of `doc` (never its latest, which loading starts from); return
         how many were deleted."""
         ...

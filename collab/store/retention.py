@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from collab.store import Snapshot
+from collab.store import Version
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -60,7 +60,7 @@ def parse_policy(text: str) -> list[Tier]:
     return tiers
 
 
-def expired(snapshots: Iterable[Snapshot], tiers: list[Tier], now: float) -> list[int]:
+def expired(snapshots: Iterable[Version], tiers: list[Tier], now: float) -> list[int]:
     """The ids of the automatic versions the policy no longer keeps, oldest first."""
     versions = sorted(snapshots, key=lambda s: (s.created_at, s.id), reverse=True)
     newest = versions[0].id if versions else None

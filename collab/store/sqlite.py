@@ -23,7 +23,7 @@ import aiosqlite
 
 from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
-from collab.store import DocInfo, Snapshot, SnapshotKind, StoredDoc
+from collab.store import DocInfo, StoredDoc, Version, VersionKind
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class _Append:
 
 
 @dataclass(slots=True)
-class _DeleteSnapshots:
+class _DeleteVersions:
     doc: str
     ids: Sequence[int]
     done: asyncio.Future[int]
@@ -114,16 +114,16 @@ class _AddRevocation:
 
 
 @dataclass(slots=True)
-class _SaveSnapshot:
+class _SaveVersion:
     doc: str
     state: bytes
-    kind: SnapshotKind
+    kind: VersionKind
     label: str | None
-    done: asyncio.Future[Snapshot]
+    done: asyncio.Future[Version]
     created_at: float = field(default_factory=time.time)
 
 
-_Op = _Append | _SaveSnapshot | _DeleteSnapshots | _DeleteDoc | _AddRevocation
+_Op = _Append | _SaveVersion | _DeleteVersions | _DeleteDoc | _AddRevocation
 
 
 async def _connect(path: Path, sync: str) -> aiosqlite.Connection:
@@ -225,23 +225,23 @@ class SQLiteStore:
         if updates:
             await self._submit(_Append(doc, updates, self._future()))
 
-    async def save_snapshot(
+    async def save_version(
         self,
         doc: str,
         state: bytes,
         *,
-        kind: SnapshotKind = "auto",
+        kind: VersionKind = "auto",
         label: str | None = None,
-    ) -> Snapshot:
-        snapshot: Snapshot = await self._submit(
-            _SaveSnapshot(doc, state, kind, label, self._future())
+    ) -> Version:
+        snapshot: Version = await self._submit(
+            _SaveVersion(doc, state, kind, label, self._future())
         )
         return snapshot
 
-    async def delete_snapshots(self, doc: str, snapshot_ids: Sequence[int]) -> int:
+    async def delete_versions(self, doc: str, snapshot_ids: Sequence[int]) -> int:
         if not snapshot_ids:
             return 0
-        deleted: int = await self._submit(_DeleteSnapshots(doc, snapshot_ids, self._future()))
+        deleted: int = await self._submit(_DeleteVersions(doc, snapshot_ids, self._future()))
         return deleted
 
     async def delete_doc(self, doc: str) -> bool:
@@ -381,11 +381,11 @@ class SQLiteStore:
 
     async def _write_other(
         self,
-        op: _SaveSnapshot | _DeleteSnapshots | _DeleteDoc | _AddRevocation,
+        op: _SaveVersion | _DeleteVersions | _DeleteDoc | _AddRevocation,
         new_ids: dict[str, int | None],
     ) -> Any:
-        if isinstance(op, _SaveSnapshot):
-            return await self._write_snapshot(op, new_ids)
+        if isinstance(op, _SaveVersion):
+            return await self._write_version(op, new_ids)
         if isinstance(op, _AddRevocation):
             r = op.revocation
             cursor = await self._writer.execute(
@@ -410,7 +410,7 @@ class SQLiteStore:
         await cursor.close()
         return cursor.rowcount
 
-    async def _write_snapshot(self, op: _SaveSnapshot, new_ids: dict[str, int | None]) -> Snapshot:
+    async def _write_version(self, op: _SaveVersion, new_ids: dict[str, int | None]) -> Version:
         doc_id = await self._doc_id(op.doc, new_ids)
         # Every update of this doc committed or queued before this op is in `state`.
         async with self._writer.execute(
@@ -441,7 +441,7 @@ class SQLiteStore:
             "DELETE FROM updates WHERE doc_id = ? AND id <= ?", (doc_id, log_id)
         )
         assert snapshot_id is not None
-        return Snapshot(
+        return Version(
             snapshot_id, op.doc, op.created_at, op.kind, op.label, len(op.state), update_count
         )
 
@@ -516,7 +516,7 @@ class SQLiteStore:
             for doc_id, name, update_count in rows
         }
 
-    async def snapshots(self, doc: str) -> list[Snapshot]:
+    async def versions(self, doc: str) -> list[Version]:
         try:
             async with self._reader.execute(
                 "SELECT s.id, s.created_at, s.kind, s.label, s.size, s.update_count "
@@ -527,9 +527,9 @@ class SQLiteStore:
                 rows = await cur.fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot list snapshots of {doc!r}: {exc}") from exc
-        return [Snapshot(r[0], doc, r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        return [Version(r[0], doc, r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
-    async def snapshot_state(self, doc: str, snapshot_id: int) -> bytes:
+    async def version_state(self, doc: str, snapshot_id: int) -> bytes:
         try:
             async with self._reader.execute(
                 "SELECT s.state FROM snapshots s JOIN docs d ON d.id = s.doc_id "
