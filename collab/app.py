@@ -20,16 +20,14 @@ from functools import partial
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
-from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE
+from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
 from collab.config import Settings
-from collab.documents import Documents
+from collab.documents import Documents, open_documents
 from collab.errors import CollabError
 from collab.frames import FrameCache
 from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
-from collab.rooms import Rooms
-from collab.store import Store
 from collab.store.sqlite import SQLiteStore
 from collab.yjs import document
 
@@ -86,14 +84,13 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
 
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
     document.warm_up()
-    rooms = Rooms(app[STORE], app[SETTINGS])
-    app[ROOMS] = rooms
-    app[DOCUMENTS] = Documents(rooms, app[STORE], app[SETTINGS])
-    guard = Guard(app[SETTINGS], app[STORE], rooms)
-    await guard.load()
-    app[GUARD] = guard
-    yield
-    await rooms.close()
+    async with open_documents(app[STORE], app[SETTINGS]) as documents:
+        app[ROOMS] = documents.rooms
+        app[DOCUMENTS] = documents
+        guard = Guard(app[SETTINGS], app[STORE], documents.rooms)
+        await guard.load()
+        app[GUARD] = guard
+        yield
 
 
 async def _retention(app: web.Application) -> AsyncIterator[None]:

@@ -19,10 +19,11 @@ import pycrdt
 
 from collab.config import Settings
 from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
+from collab.journal import Journal
 from collab.protocol import EMPTY_UPDATE
 from collab.room import Room
 from collab.rooms import Rooms
-from collab.store import DocInfo, Store, Version, iso_time
+from collab.store import Catalogue, DocInfo, DocumentStore, History, Version, iso_time
 from collab.store.retention import expired, parse_policy
 from collab.yjs import content
 from collab.yjs.restore import RootTypeConflict, restore_updates
@@ -105,12 +106,32 @@ def check_label(label: Any) -> str:
     return label.strip()
 
 
+@asynccontextmanager
+async def open_documents(store: DocumentStore, settings: Settings) -> AsyncIterator[Documents]:
+    """The documents of `store`, for a server or a command: a journal, the rooms over
+    it, and the operations. On exit every room is saved and unloaded, then the journal
+    stops (the store stays open: its opener closes it)."""
+    journal = Journal(store, settings)
+    rooms = Rooms(journal, store, settings)
+    try:
+        yield Documents(rooms, store, store, settings)
+    finally:
+        try:
+            await rooms.close()
+        finally:
+            await journal.close()
+
+
 class Documents:
     """Operations on whole documents, for the API and the CLI."""
 
-    def __init__(self, rooms: Rooms, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, rooms: Rooms, history: History, catalogue: Catalogue, settings: Settings
+    ) -> None:
+        self.rooms = rooms
         self._rooms = rooms
-        self._store = store
+        self._history = history
+        self._catalogue = catalogue
         self._hints = parse_hints(settings.root_types)
         self._tiers = parse_policy(settings.retention)
 
@@ -126,7 +147,7 @@ class Documents:
 
     async def summaries(self) -> list[DocSummary]:
         summaries = []
-        for info in await self._store.docs():
+        for info in await self._catalogue.docs():
             room = self._rooms.get(info.name)
             summaries.append(DocSummary(info, len(room.peers) if room else 0))
         return summaries
@@ -139,9 +160,10 @@ class Documents:
         """
         if version is not None:
             await self._ensure_exists(name)
-            return await self._store.version_state(name, version)
+            state: bytes = await self._history.version_state(name, version)
+            return state
         async with self._room(name) as room:
-            await room.flush()
+            await room.ledger.flush()
             return room.document.state()
 
     async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported:
@@ -166,7 +188,7 @@ class Documents:
                 room.apply_update(update)
             except UpdateRejected as exc:
                 raise BadRequest(f"not a Yjs update: {exc}") from exc
-            await room.flush()
+            await room.ledger.flush()
 
     async def delete(self, name: str) -> None:
         if not await self._rooms.delete(name):
@@ -175,21 +197,23 @@ class Documents:
     async def versions(self, name: str) -> list[Version]:
         """The versions of `name`, newest first."""
         await self._ensure_exists(name)
-        return sorted(await self._store.versions(name), key=lambda s: s.id, reverse=True)
+        return sorted(await self._history.versions(name), key=lambda s: s.id, reverse=True)
 
     async def take_version(self, name: str, label: str) -> Version:
         label = check_label(label)
         async with self._room(name) as room:
-            await room.flush()
-            return await room.snapshot("named", label)
+            await room.ledger.flush()
+            return await room.ledger.save_version("named", label)
 
     async def restore(self, name: str, version: int) -> Restored:
         """Make `name` equal to `version` again, as edits every client receives; the
         state before is kept as a pre-restore version, so restoring that undoes this."""
         target = await self.state(name, version)
         async with self._room(name) as room:
-            await room.flush()
-            before = await room.snapshot("pre-restore", f"before restoring version {version}")
+            await room.ledger.flush()
+            before = await room.ledger.save_version(
+                "pre-restore", f"before restoring version {version}"
+            )
             try:
                 updates, size = await asyncio.to_thread(
                     _plan_restore, room.document.state(), target, self._hints
@@ -197,17 +221,17 @@ class Documents:
             except (RootTypeConflict, UpdateFormatError) as exc:
                 raise Conflict(str(exc)) from exc
             room.apply_update(*updates, size_after=size)
-            await room.flush()
-        restored = next(s for s in await self._store.versions(name) if s.id == version)
+            await room.ledger.flush()
+        restored = next(s for s in await self._history.versions(name) if s.id == version)
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
         return Restored(restored, before)
 
     async def thin(self) -> int:
         """Delete the versions the retention policy no longer keeps; return how many."""
         deleted = 0
-        for info in await self._store.docs():
-            versions = await self._store.versions(info.name)
-            deleted += await self._store.delete_versions(
+        for info in await self._catalogue.docs():
+            versions = await self._history.versions(info.name)
+            deleted += await self._history.delete_versions(
                 info.name, expired(versions, self._tiers, time.time())
             )
         return deleted
@@ -215,17 +239,16 @@ class Documents:
     async def compact(self, progress: Callable[[int, int, str], None] | None = None) -> int:
         """Version every document that has a log (so the log is pruned), then thin
         versions by the retention policy. Returns the versions deleted."""
-        docs = await self._store.docs()
+        docs = await self._catalogue.docs()
         for index, info in enumerate(docs, 1):
             if info.log_updates:
                 async with self._room(info.name, must_exist=False) as room:
-                    await room.flush()
-                    await room.snapshot()
+                    await room.ledger.save_version()
             if progress:
                 progress(index, len(docs), info.name)
         return await self.thin()
 
     async def _ensure_exists(self, name: str) -> None:
         room = self._rooms.get(name)
-        if (room is None or room.is_empty) and await self._store.doc_info(name) is None:
+        if (room is None or room.is_empty) and await self._catalogue.doc_info(name) is None:
             raise DocNotFound(f"no document named {name!r}")

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -32,7 +33,6 @@ from collab.config import Settings
 from collab.errors import Forbidden, TooMany, Unauthorized
 from collab.peer import CLOSE_ACCESS_REVOKED
 from collab.rooms import Rooms
-from collab.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,22 @@ def request_token(request: web.Request) -> str | None:
     return request.query.get("token") or None
 
 
+class Revocations(Protocol):
+    """Where revocations are kept (they last across restarts). May raise `StoreError`."""
+
+    async def add_revocation(self, revocation: Revocation) -> None:
+        """Keep a revocation."""
+        ...
+
+    async def revocations(self) -> list[Revocation]:
+        """Every revocation kept, oldest first."""
+        ...
+
+
 class Guard:
     """Decides who gets in; counts who is in."""
 
-    def __init__(self, settings: Settings, store: Store, rooms: Rooms) -> None:
+    def __init__(self, settings: Settings, store: Revocations, rooms: Rooms) -> None:
         self._settings = settings
         self._store = store
         self._rooms = rooms

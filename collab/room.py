@@ -1,11 +1,13 @@
 """Room: one live document, the peers editing it, and their presence. It decides what goes
-to whom and hands frames to peers' outboxes; it never awaits a socket.
+to whom and hands frames to peers' outboxes, synchronously; it never awaits.
 
-The durability promise lives here. An update is applied at once (that validates it, and
-later updates build on it) but reaches other peers only after the store has committed it,
-and an answer to SyncStep1 computed from the document waits for the same commit. Whatever
-a peer receives is therefore on disk. Updates that arrive while a commit is in flight are
-committed together and broadcast as one merged update.
+The durability promise: an update is applied at once (that validates it, and later
+updates build on it) but reaches other peers only once it is committed, and an answer to
+SyncStep1 computed from the document waits for the same commit. The room hands updates
+to its ledger (collab/journal.py), which calls `committed` back when they are durable;
+whatever a peer receives is therefore on disk. Updates committed together go out as one
+merged update. Updates another writer committed (`receive_committed`) are applied and
+relayed at once, and never stored again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pycrdt
 
@@ -21,9 +24,10 @@ from collab import protocol
 from collab.auth import allows
 from collab.awareness import Awareness
 from collab.config import Settings
-from collab.errors import QuotaExceeded, StoreError, UnsupportedMessage, UpdateRejected
+from collab.errors import QuotaExceeded, UnsupportedMessage, UpdateRejected
+from collab.journal import Journal, Ledger
 from collab.peer import Peer
-from collab.store import Store, Version, VersionKind
+from collab.store import StoredDoc
 from collab.yjs.document import Document
 from collab.yjs.update import UpdateFormatError, split_update
 
@@ -35,58 +39,53 @@ _DENIAL_INTERVAL = 1.0  # seconds between two "not saved" notices to one peer
 _Part = tuple["Peer | None", bytes]  # an integrated update, and who sent it (None: all)
 
 
-class Room:
-    """A document while it is loaded. Create with `await Room.load(...)`."""
+@dataclass(frozen=True, slots=True)
+class _Relay:
+    """An update's parts, to broadcast once it is committed; `sender` None: the server."""
 
-    def __init__(self, name: str, store: Store, settings: Settings) -> None:
+    sender: Peer | None
+    parts: list[_Part]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A SyncStep2 answer, to send once what it holds is committed."""
+
+    peer: Peer
+    frames: list[bytes]
+
+
+class Room:
+    """A document while it is loaded: made by the registry from what the store holds."""
+
+    def __init__(self, name: str, settings: Settings, journal: Journal, stored: StoredDoc) -> None:
         self.name = name
         self.document = Document()
         self.awareness = Awareness()
         self.peers: dict[Peer, None] = {}  # insertion-ordered set
-        self._store = store
         self._settings = settings
         self._owners: dict[int, Peer] = {}
         # Presence news not sent yet, by client id, and the call that will send it.
         self._presence_out: dict[int, protocol.AwarenessEntry] = {}
         self._presence_handle: asyncio.Handle | None = None
-        # Applied but not yet committed: (sender, update as received, what to broadcast).
-        self._unsaved: list[tuple[Peer | None, bytes, list[_Part]]] = []
-        self._applied = 0  # updates applied to the document
-        self._durable = 0  # ... of which committed to the store
-        self._held: list[tuple[int, Peer, list[bytes]]] = []
-        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._since_snapshot = 0
-        self._snapshot_due: float | None = None
-        # Bytes the document takes, for its quota: the last snapshot plus the updates
-        # since, which overstates it (updates repeat what they share) but never misses.
-        self._size = 0
+        self._revision = 0  # updates applied: what a cached sync answer was made from
         self._sync_cache: tuple[bytes, int, list[bytes]] | None = None
-        self._closing = False
-        # Runs while there is something to commit or a snapshot to take, then ends; the
-        # timer starts it again when a snapshot falls due. An idle room holds no task.
-        self._flusher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._load(stored)
+        self.ledger: Ledger[_Relay | _Answer] = journal.open(self, stored)
 
-    @classmethod
-    async def load(cls, name: str, store: Store, settings: Settings) -> Room:
-        """Load `name` from the store (latest snapshot, then the log after it)."""
-        stored = await store.load(name)
-        room = cls(name, store, settings)
+    def _load(self, stored: StoredDoc) -> None:
         if stored.state:
-            room.document.load(stored.state)
-            room._size += len(stored.state)
+            self.document.load(stored.state)
         for update in stored.updates:
             try:
-                applied = room.document.apply(update, stored=True)
+                applied = self.document.apply(update, stored=True)
             except UpdateRejected as exc:
-                log.error("%s: skipped a stored update that does not apply: %s", name, exc)
+                log.error("%s: skipped a stored update that does not apply: %s", self.name, exc)
             else:
                 if applied.refused is not None:
-                    log.warning("%s: a stored update applied in part: %s", name, applied.refused)
-            room._size += len(update)
-        room._count_unsnapshotted(len(stored.updates))
-        room._schedule()
-        return room
+                    log.warning(
+                        "%s: a stored update applied in part: %s", self.name, applied.refused
+                    )
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} peers={len(self.peers)}>"
@@ -157,13 +156,26 @@ class Room:
                 like any update.
         """
         added = sum(len(update) for update in updates)
-        self._check_quota(self._size + added if size_after is None else size_after)
+        self._check_quota(self.ledger.size + added if size_after is None else size_after)
         for update in updates:
             self._apply(None, update, check_quota=False)
         if size_after is not None:
-            # What the next snapshot makes of the log: the measure the quota holds a
+            # What the next version makes of the log: the measure the quota holds a
             # document to (a restore's copy would otherwise count twice until then).
-            self._size = size_after
+            self.ledger.assume_size(size_after)
+
+    def receive_committed(self, update: bytes, offset: int) -> None:
+        """Apply an update another writer has committed at `offset` of this document's
+        log, and relay it to every peer at once: it is durable, so it is not stored
+        again."""
+        try:
+            applied = self.document.apply(update, stored=True)
+        except UpdateRejected as exc:
+            log.error("%s: skipped a committed update that does not apply: %s", self.name, exc)
+        else:
+            self._revision += 1
+            self._broadcast([(None, integrated) for integrated in applied.updates])
+        self.ledger.seen(offset, len(update))
 
     def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> None:
         if update == protocol.EMPTY_UPDATE:
@@ -190,7 +202,7 @@ class Room:
         if update == protocol.EMPTY_UPDATE:
             return
         if check_quota:
-            self._check_quota(self._size + len(update))
+            self._check_quota(self.ledger.size + len(update))
         applied = self.document.apply(update)
         # Peers get what the document integrated. When parts that waited here came with
         # it, they may not be the sender's own: then the sender gets it all too.
@@ -199,10 +211,8 @@ class Room:
         if applied.refused is not None:
             # Only a part was taken: that part is what the store keeps.
             update = pycrdt.merge_updates(*applied.updates)
-        self._size += len(update)
-        self._unsaved.append((sender, update, parts))
-        self._applied += 1
-        self._schedule()
+        self._revision += 1
+        self.ledger.write(update, _Relay(sender, parts))
         if applied.refused is not None:
             raise UpdateRejected(applied.refused)
 
@@ -214,21 +224,19 @@ class Room:
 
     def _answer_sync(self, peer: Peer, state_vector: bytes) -> None:
         frames = self._sync_frames(state_vector)
-        if self._durable == self._applied:
+        if not self.ledger.hold(_Answer(peer, frames)):
             for frame in frames:
                 peer.send(frame)
-        else:
-            self._held.append((self._applied, peer, frames))
 
     def _sync_frames(self, state_vector: bytes) -> list[bytes]:
         """SyncStep2 for `state_vector`, large states cut into Updates before it."""
         cached = self._sync_cache
-        if cached and cached[0] == state_vector and cached[1] == self._applied:
+        if cached and cached[0] == state_vector and cached[1] == self._revision:
             return cached[2]
         pieces = self._split(self.document.diff(state_vector))
         frames = [protocol.encode_update(piece) for piece in pieces[:-1]]
         frames.append(protocol.encode_sync_step2(pieces[-1]))
-        self._sync_cache = (state_vector, self._applied, frames)
+        self._sync_cache = (state_vector, self._revision, frames)
         return frames
 
     def _split(self, update: bytes) -> list[bytes]:
@@ -307,119 +315,38 @@ class Room:
         for peer in self.peers:
             peer.send(frame)
 
-    # --- durability and snapshots
+    # --- what the ledger calls back (collab/journal.py `Source`)
 
-    def _schedule(self) -> None:
-        """Start the flush task if there is work now, else set the timer for when a
-        snapshot falls due. A running flush task looks for more work before it ends."""
-        if self._flusher is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._unsaved or (not self._closing and self._snapshot_is_due()):
-            self._flusher = asyncio.create_task(self._flush(), name=f"room {self.name}")
-        elif self._snapshot_due is not None and not self._closing:
-            delay = max(0.0, self._snapshot_due - time.monotonic())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._schedule)
+    def state(self) -> bytes:
+        """The full state of the document now."""
+        return self.document.state()
 
-    async def _flush(self) -> None:
-        try:
-            while self._unsaved or (not self._closing and self._snapshot_is_due()):
-                if self._unsaved:
-                    await self._commit()
-                # Between commits too: under a steady stream of updates there is always
-                # something unsaved, and the log must not grow until the stream stops.
-                if self._closing or not self._snapshot_is_due():
-                    continue
-                try:
-                    await self.snapshot()
-                except StoreError as exc:
-                    log.error("%s: snapshot failed, will retry: %s", self.name, exc)
-                    self._snapshot_due = time.monotonic() + 5.0
-                    break
-        finally:
-            self._flusher = None
-        self._schedule()
-
-    async def _commit(self) -> None:
-        batch, self._unsaved = self._unsaved, []
-        delay = 0.1
-        while True:
-            try:
-                await self._store.append(self.name, [update for _, update, _ in batch])
-                break
-            except StoreError as exc:
-                log.error("%s: %d updates not stored yet, retrying: %s", self.name, len(batch), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        self._durable += len(batch)
-        self._count_unsnapshotted(len(batch))
-        # Peers' updates go out merged; one the server made goes out on its own, in order.
+    def committed(self, payloads: list[_Relay | _Answer]) -> None:
+        """Updates handed to the ledger are durable: send them on. Peers' updates go out
+        merged; one the server made goes out on its own, in order; held answers after."""
         merged: list[_Part] = []
-        for sender, _, parts in batch:
-            if sender is None:
+        answers: list[_Answer] = []
+        for payload in payloads:
+            if isinstance(payload, _Answer):
+                answers.append(payload)
+            elif payload.sender is None:
                 self._broadcast(merged)
-                self._broadcast(parts)
+                self._broadcast(payload.parts)
                 merged = []
             else:
-                merged.extend(parts)
+                merged.extend(payload.parts)
         self._broadcast(merged)
-        while self._held and self._held[0][0] <= self._durable:
-            _, peer, frames = self._held.pop(0)
-            if peer in self.peers:
-                for frame in frames:
-                    peer.send(frame)
-        waiting, self._flush_waiters = self._flush_waiters, []
-        for target, future in waiting:
-            if target <= self._durable:
-                if not future.done():
-                    future.set_result(None)
-            else:
-                self._flush_waiters.append((target, future))
+        for answer in answers:
+            if answer.peer in self.peers:
+                for frame in answer.frames:
+                    answer.peer.send(frame)
 
-    async def flush(self) -> None:
-        """Return when every update applied so far is committed."""
-        if self._durable >= self._applied:
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._flush_waiters.append((self._applied, future))
-        await future
+    def catch_up(self, updates: list[tuple[int, bytes]]) -> None:
+        """Updates of this document's log that another writer committed."""
+        for offset, update in updates:
+            self.receive_committed(update, offset)
 
-    def _count_unsnapshotted(self, count: int) -> None:
-        if count:
-            self._since_snapshot += count
-            if self._snapshot_due is None:
-                self._snapshot_due = time.monotonic() + self._settings.snapshot_seconds
-
-    def _snapshot_is_due(self) -> bool:
-        if not self._since_snapshot or self._snapshot_due is None:
-            return False
-        return (
-            self._since_snapshot >= self._settings.snapshot_updates
-            or time.monotonic() >= self._snapshot_due
-        )
-
-    @property
-    def needs_snapshot(self) -> bool:
-        """Whether the store's latest snapshot misses some committed update."""
-        return self._since_snapshot > 0
-
-    async def snapshot(self, kind: VersionKind = "auto", label: str | None = None) -> Version:
-        """Store the current state as a version; the log it covers is pruned."""
-        counted = self._since_snapshot
-        state = self.document.state()
-        size_then = self._size
-        # No await between taking the state and queueing the write: the snapshot then
-        # holds every update the store had been given before it.
-        snapshot = await self._store.save_version(self.name, state, kind=kind, label=label)
-        self._size = len(state) + self._size - size_then
-        self._since_snapshot -= counted
-        self._snapshot_due = None
-        if self._since_snapshot:
-            self._snapshot_due = time.monotonic() + self._settings.snapshot_seconds
-        log.debug("%s: snapshot %d (%d bytes)", self.name, snapshot.id, snapshot.size)
-        return snapshot
+    # --- the end
 
     @property
     def is_empty(self) -> bool:
@@ -429,35 +356,8 @@ class Room:
             and not self.document.has_pending
         )
 
-    async def discard(self, code: int, reason: str) -> None:
-        """Close every peer and stop, saving nothing more (the document is being deleted).
-
-        Writes already handed to the store still complete; the caller deletes after them.
-        """
-        self.close_peers(code, reason)
-        self._closing = True
-        self._unsaved.clear()
+    def stop(self) -> None:
+        """Drop what is left of presence and free the document; the registry calls it
+        once the ledger is closed (or discarded)."""
         self._drop_presence()
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.wait([self._flusher])
-        for _, future in self._flush_waiters:
-            future.cancel()
-        self._flush_waiters.clear()
-        self.document.close()
-
-    async def close(self) -> None:
-        """Commit everything, snapshot if anything is not in one, stop. Raises StoreError."""
-        await self.flush()
-        if self.needs_snapshot:
-            await self.snapshot()
-        self._closing = True
-        self._drop_presence()
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._flusher is not None:
-            # Shielded: a caller's timeout must not kill the task that commits updates.
-            await asyncio.shield(self._flusher)
         self.document.close()

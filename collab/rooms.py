@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 from collab.config import Settings
 from collab.errors import StoreError
+from collab.journal import Journal
 from collab.peer import CLOSE_DOC_DELETED
 from collab.room import Room
-from collab.store import Store
+from collab.store import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 class Rooms:
     """Every loaded room, with a lease count per name (one lease per connection)."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
-        self._store = store
+    def __init__(self, journal: Journal, catalogue: Catalogue, settings: Settings) -> None:
+        self._journal = journal
+        self._catalogue = catalogue
         self._settings = settings
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
@@ -83,7 +85,8 @@ class Rooms:
     async def _load(self, name: str) -> Room:
         started = time.perf_counter()
         try:
-            room = await Room.load(name, self._store, self._settings)
+            stored = await self._journal.log.load(name)
+            room = Room(name, self._settings, self._journal, stored)
         finally:
             del self._loading[name]
         self._rooms[name] = room
@@ -116,7 +119,7 @@ class Rooms:
         room = self._rooms[name]
         try:
             async with asyncio.timeout(self._settings.shutdown_seconds):
-                await room.close()
+                await room.ledger.close()
         except (StoreError, TimeoutError) as exc:
             log.error("%s: could not save before unloading, keeping it loaded: %r", name, exc)
             if not self._leases.get(name) and not self._closed:
@@ -125,6 +128,7 @@ class Rooms:
         finally:
             del self._unloading[name]
         del self._rooms[name]
+        room.stop()
         log.debug("%s: unloaded", name)
 
     async def delete(self, name: str) -> bool:
@@ -144,10 +148,15 @@ class Rooms:
             if timer := self._timers.pop(name, None):
                 timer.cancel()
             room = self._rooms.pop(name, None)
+            live = False
             if room is not None:
-                await room.discard(CLOSE_DOC_DELETED, "document deleted")
-            live = room is not None and not room.is_empty
-            return await self._store.delete_doc(name) or live
+                room.close_peers(CLOSE_DOC_DELETED, "document deleted")
+                live = not room.is_empty
+                # Appends already handed to the store still complete; the delete is
+                # queued after them.
+                await room.ledger.discard()
+                room.stop()
+            return await self._catalogue.delete_doc(name) or live
         finally:
             del self._deleting[name]
             done.set_result(None)
@@ -172,7 +181,8 @@ class Rooms:
     async def _close_room(self, room: Room) -> None:
         try:
             async with asyncio.timeout(self._settings.shutdown_seconds):
-                await room.close()
+                await room.ledger.close()
+            room.stop()
         except (StoreError, TimeoutError) as exc:
             log.error(
                 "%s: could not save on shutdown; updates not yet committed were never "

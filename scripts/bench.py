@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,21 +67,36 @@ class MemoryStore:
     """A Store that keeps nothing on disk: the baseline without the durability cost."""
 
     def __init__(self) -> None:
-        self._logs: dict[str, list[bytes]] = {}
-        self._states: dict[str, bytes] = {}
+        self._logs: dict[str, list[tuple[int, bytes]]] = {}
+        self._ends: dict[str, int] = {}
+        self._states: dict[str, tuple[bytes, int]] = {}
         self._revocations: list[Revocation] = []
 
     async def load(self, doc: str) -> StoredDoc:
-        return StoredDoc(self._states.get(doc), list(self._logs.get(doc, [])), 0)
+        state, offset = self._states.get(doc, (None, 0))
+        return StoredDoc(state, offset, [update for _, update in self._logs.get(doc, [])])
 
-    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
-        self._logs.setdefault(doc, []).extend(updates)
+    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+        for doc, updates in batch.items():
+            end = self._ends.get(doc, 0)
+            self._logs.setdefault(doc, []).extend(enumerate(updates, end + 1))
+            self._ends[doc] = end + len(updates)
+        return {doc: self._ends[doc] for doc in batch}
+
+    async def read(self, doc: str, after: int) -> list[tuple[int, bytes]]:
+        return [(offset, update) for offset, update in self._logs.get(doc, []) if offset > after]
 
     async def save_version(
-        self, doc: str, state: bytes, *, kind: VersionKind = "auto", label: str | None = None
+        self,
+        doc: str,
+        state: bytes,
+        offset: int,
+        *,
+        kind: VersionKind = "auto",
+        label: str | None = None,
     ) -> Version:
-        self._states[doc] = state
-        self._logs[doc] = []
+        self._states[doc] = (state, offset)
+        self._logs[doc] = [entry for entry in self._logs.get(doc, []) if entry[0] > offset]
         return Version(0, doc, time.time(), kind, label, len(state), 0)
 
     async def versions(self, doc: str) -> list[Version]:

@@ -51,7 +51,7 @@ async def test_graceful_restart_keeps_every_document(server_process: MakeProcess
             assert text_of(client) == f"content of {name}"
     with sqlite3.connect(server.db) as conn:
         # Shutdown snapshotted both documents, and the snapshots cover the whole log.
-        assert conn.execute("SELECT count(DISTINCT doc_id) FROM snapshots").fetchone() == (2,)
+        assert conn.execute("SELECT count(DISTINCT doc_id) FROM versions").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM updates").fetchone() == (0,)
 
 
@@ -116,7 +116,7 @@ async def test_empty_room_unloads_after_the_grace_period_with_a_snapshot(
         while await loaded_rooms():
             await asyncio.sleep(0.05)
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM snapshots").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM versions").fetchone() == (1,)
     async with Client(server.url, "idle") as client:
         assert text_of(client) == "keep me"
 
@@ -132,4 +132,4 @@ async def test_reconnecting_within_the_grace_period_keeps_the_room(
             await asyncio.sleep(0.05)
     # Never unloaded between the reconnects, so never snapshotted yet.
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM snapshots").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM versions").fetchone() == (0,)

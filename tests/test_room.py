@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,10 @@ import pytest
 from collab import protocol
 from collab.config import Settings
 from collab.errors import QuotaExceeded, StoreError, UpdateRejected
+from collab.journal import Journal
 from collab.peer import Peer
 from collab.room import Room
-from collab.store import Store, StoredDoc, Version, VersionKind
+from collab.store import DocumentLog, StoredDoc, Version, VersionKind
 from collab.store.sqlite import SQLiteStore
 
 Hook = Callable[[bytes], None]
@@ -61,6 +62,24 @@ async def settle() -> None:
         await asyncio.sleep(0.01)
 
 
+_journals: dict[Room, Journal] = {}
+
+
+async def load_room(log: DocumentLog, settings: Settings, name: str = "doc") -> Room:
+    """A room as the registry makes one: its journal, the stored document, the room."""
+    journal = Journal(log, settings)
+    room = Room(name, settings, journal, await log.load(name))
+    _journals[room] = journal
+    return room
+
+
+async def close_room(room: Room) -> None:
+    """As the registry unloads a room: commit and version what is left, then stop."""
+    await room.ledger.close()
+    room.stop()
+    await _journals.pop(room).close()
+
+
 @pytest.fixture
 async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
     store = await SQLiteStore.open(db_path)
@@ -73,21 +92,23 @@ def settings(db_path: Path) -> Settings:
     return Settings(db=db_path)
 
 
-async def test_join_sends_state_vector_then_presence(store: Store, settings: Settings) -> None:
-    room = await Room.load("doc", store, settings)
+async def test_join_sends_state_vector_then_presence(
+    store: SQLiteStore, settings: Settings
+) -> None:
+    room = await load_room(store, settings)
     first, second = RecordingPeer("first"), RecordingPeer("second")
     room.join(first)
     room.receive(first, protocol.AwarenessUpdate((protocol.AwarenessEntry(7, 1, b"{}"),)))
     room.join(second)
     assert isinstance(second.received[0], protocol.SyncStep1)
     assert second.received[1] == protocol.AwarenessUpdate((protocol.AwarenessEntry(7, 1, b"{}"),))
-    await room.close()
+    await close_room(room)
 
 
 async def test_update_reaches_others_only_once_it_is_on_disk(
-    store: Store, settings: Settings, db_path: Path
+    store: SQLiteStore, settings: Settings, db_path: Path
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     writer = RecordingPeer("writer")
     seen_on_disk: list[int] = []
     reader = RecordingPeer(
@@ -99,17 +120,17 @@ async def test_update_reaches_others_only_once_it_is_on_disk(
     seen_on_disk.clear()
     room.receive(writer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "hello")))
     assert reader.received == []  # not before the commit
-    await room.flush()
+    await room.ledger.flush()
     assert len(reader.updates()) == 1
     assert seen_on_disk == [1]
     assert writer.updates() == []  # never echoed to its sender
-    await room.close()
+    await close_room(room)
 
 
 async def test_sync_answer_waits_for_the_commit_of_what_it_contains(
-    store: Store, settings: Settings, db_path: Path
+    store: SQLiteStore, settings: Settings, db_path: Path
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     writer = RecordingPeer("writer")
     on_disk_at_answer: list[int] = []
 
@@ -123,28 +144,28 @@ async def test_sync_answer_waits_for_the_commit_of_what_it_contains(
     room.receive(writer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
     room.receive(joiner, protocol.SyncStep1(protocol.EMPTY_STATE_VECTOR))
     assert joiner.of_type(protocol.SyncStep2) == []
-    await room.flush()
+    await room.ledger.flush()
     assert on_disk_at_answer == [1]
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     doc.apply_update(joiner.of_type(protocol.SyncStep2)[0].update)
     assert str(doc.get("t", type=pycrdt.Text)) == "x"
-    await room.close()
+    await close_room(room)
 
 
-async def test_every_sync_step1_gets_a_sync_step2(store: Store, settings: Settings) -> None:
-    room = await Room.load("doc", store, settings)
+async def test_every_sync_step1_gets_a_sync_step2(store: SQLiteStore, settings: Settings) -> None:
+    room = await load_room(store, settings)
     peer = RecordingPeer("peer")
     room.join(peer)
     for _ in range(3):
         room.receive(peer, protocol.SyncStep1(protocol.EMPTY_STATE_VECTOR))
     assert len(peer.of_type(protocol.SyncStep2)) == 3
-    await room.close()
+    await close_room(room)
 
 
 async def test_updates_committed_together_are_broadcast_as_one(
-    store: Store, settings: Settings
+    store: SQLiteStore, settings: Settings
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     alice, bob, reader = RecordingPeer("alice"), RecordingPeer("bob"), RecordingPeer("reader")
     for peer in (alice, bob, reader):
         room.join(peer)
@@ -153,7 +174,7 @@ async def test_updates_committed_together_are_broadcast_as_one(
     for i in range(5):
         room.receive(alice, protocol.SyncUpdate(text_update(alice_doc, f"a{i}")))
     room.receive(bob, protocol.SyncUpdate(text_update(bob_doc, "b")))
-    await room.flush()
+    await room.ledger.flush()
     assert len(reader.updates()) == 1  # one merged frame for all six
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     doc.apply_update(reader.updates()[0])
@@ -163,15 +184,15 @@ async def test_updates_committed_together_are_broadcast_as_one(
     for update in alice.updates():
         alice_view.apply_update(update)
     assert str(alice_view.get("t", type=pycrdt.Text)) == "b"
-    await room.close()
+    await close_room(room)
 
 
 async def test_the_servers_own_updates_are_committed_together_and_sent_one_by_one(
-    store: Store, settings: Settings, db_path: Path
+    store: SQLiteStore, settings: Settings, db_path: Path
 ) -> None:
     """A restore is a copy, then a deletion: both are stored by one commit, and every
     peer gets each as it is, in order, never merged with each other or with a peer's."""
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     alice, reader = RecordingPeer("alice"), RecordingPeer("reader")
     for peer in (alice, reader):
         room.join(peer)
@@ -180,31 +201,31 @@ async def test_the_servers_own_updates_are_committed_together_and_sent_one_by_on
     first, second = text_update(server_doc, "one"), text_update(server_doc, "two")
     room.receive(alice, protocol.SyncUpdate(text_update(alice_doc, "a")))
     room.apply_update(first, second)
-    await room.flush()
+    await room.ledger.flush()
     assert reader.updates() == [reader.updates()[0], first, second]
     assert alice.updates() == [first, second]
     assert stored_update_count(db_path) == 3
-    await room.close()
+    await close_room(room)
 
 
 async def test_the_servers_updates_that_would_pass_the_quota_together_change_nothing(
-    store: Store, db_path: Path
+    store: SQLiteStore, db_path: Path
 ) -> None:
-    room = await Room.load("doc", store, Settings(db=db_path, max_doc_bytes=4096))
+    room = await load_room(store, Settings(db=db_path, max_doc_bytes=4096))
     server_doc: pycrdt.Doc[Any] = pycrdt.Doc()
     small, large = text_update(server_doc, "x"), text_update(server_doc, "y" * 3000)
     with pytest.raises(QuotaExceeded):
         room.apply_update(small, large, large)  # each fits, all three do not
-    await room.flush()
+    await room.ledger.flush()
     assert str(room.document.ydoc.get("t", type=pycrdt.Text)) == ""
     assert stored_update_count(db_path) == 0
-    await room.close()
+    await close_room(room)
 
 
 async def test_undecodable_update_is_rejected_before_store_and_peers(
-    store: Store, settings: Settings, db_path: Path
+    store: SQLiteStore, settings: Settings, db_path: Path
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     sender, reader = RecordingPeer("sender"), RecordingPeer("reader")
     room.join(sender)
     room.join(reader)
@@ -213,13 +234,13 @@ async def test_undecodable_update_is_rejected_before_store_and_peers(
     await settle()
     assert reader.updates() == []
     assert stored_update_count(db_path) == 0
-    await room.close()
+    await close_room(room)
 
 
 async def test_awareness_is_relayed_to_all_and_removed_when_its_owner_leaves(
-    store: Store, settings: Settings
+    store: SQLiteStore, settings: Settings
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
     room.join(alice)
     room.join(bob)
@@ -239,13 +260,13 @@ async def test_awareness_is_relayed_to_all_and_removed_when_its_owner_leaves(
         protocol.AwarenessEntry(11, 2, b"null"),
     )
     assert room.awareness.states == []
-    await room.close()
+    await close_room(room)
 
 
 async def test_leaving_peer_removes_only_the_states_it_announced(
-    store: Store, settings: Settings
+    store: SQLiteStore, settings: Settings
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
     room.join(alice)
     room.join(bob)
@@ -254,13 +275,13 @@ async def test_leaving_peer_removes_only_the_states_it_announced(
     room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(1, 1, b"{}"),)))
     room.leave(bob)
     assert [entry.client_id for entry in room.awareness.states] == [1]
-    await room.close()
+    await close_room(room)
 
 
 async def test_presence_arriving_in_one_turn_goes_out_as_one_message(
-    store: Store, settings: Settings
+    store: SQLiteStore, settings: Settings
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     peers = [RecordingPeer(f"peer {i}") for i in range(3)]
     for peer in peers:
         room.join(peer)
@@ -274,13 +295,13 @@ async def test_presence_arriving_in_one_turn_goes_out_as_one_message(
     for peer in peers:
         (message,) = peer.of_type(protocol.AwarenessUpdate)
         assert [(e.client_id, e.clock) for e in message.entries] == [(0, 2), (1, 2), (2, 2)]
-    await room.close()
+    await close_room(room)
 
 
 async def test_reconnected_client_id_moves_to_the_new_connection(
-    store: Store, settings: Settings
+    store: SQLiteStore, settings: Settings
 ) -> None:
-    room = await Room.load("doc", store, settings)
+    room = await load_room(store, settings)
     old, new = RecordingPeer("old"), RecordingPeer("new")
     room.join(old)
     room.receive(old, protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 3, b"{}"),)))
@@ -288,101 +309,112 @@ async def test_reconnected_client_id_moves_to_the_new_connection(
     room.receive(new, protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 4, b"{}"),)))
     room.leave(old)  # the old socket is found dead later
     assert [entry.client_id for entry in room.awareness.states] == [5]
-    await room.close()
+    await close_room(room)
 
 
-async def test_snapshot_after_the_configured_number_of_updates(store: Store, db_path: Path) -> None:
-    room = await Room.load("doc", store, Settings(db=db_path, snapshot_updates=10))
+async def test_snapshot_after_the_configured_number_of_updates(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    room = await load_room(store, Settings(db=db_path, snapshot_updates=10))
     peer = RecordingPeer("peer")
     room.join(peer)
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     for i in range(25):
         room.receive(peer, protocol.SyncUpdate(text_update(doc, str(i % 10))))
-        await room.flush()
+        await room.ledger.flush()
     await settle()
     snapshots = await store.versions("doc")
     assert [s.update_count for s in snapshots] == [10, 20]
     loaded = await store.load("doc")
     assert len(loaded.updates) == 5
-    await room.close()
+    await close_room(room)
     assert len(await store.versions("doc")) == 3  # closing snapshots the rest
-    reloaded = await Room.load("doc", store, Settings(db=db_path))
+    reloaded = await load_room(store, Settings(db=db_path))
     assert str(reloaded.document.ydoc.get("t", type=pycrdt.Text)) == str(
         doc.get("t", type=pycrdt.Text)
     )
-    await reloaded.close()
+    await close_room(reloaded)
 
 
-async def test_snapshot_after_the_configured_time(store: Store, db_path: Path) -> None:
-    room = await Room.load("doc", store, Settings(db=db_path, snapshot_seconds=0.2))
+async def test_a_version_after_the_configured_time(store: SQLiteStore, db_path: Path) -> None:
+    room = await load_room(store, Settings(db=db_path, snapshot_seconds=0.2))
     peer = RecordingPeer("peer")
     room.join(peer)
     room.receive(peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
     async with asyncio.timeout(5):
         while not await store.versions("doc"):
             await asyncio.sleep(0.05)
-    await room.close()
+    await close_room(room)
 
 
-class FailingStore:
-    """A real SQLiteStore behind the Store interface, whose first appends fail."""
+class FailingLog:
+    """A real SQLiteStore seen as the document log alone (all a room needs), whose first
+    appends fail."""
 
     def __init__(self, inner: SQLiteStore, failures: int) -> None:
         self.inner = inner
         self.failures = failures
+        self.appends: list[dict[str, int]] = []  # how many updates each call carried
 
     async def load(self, doc: str) -> StoredDoc:
         return await self.inner.load(doc)
 
-    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
+    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+        self.appends.append({doc: len(updates) for doc, updates in batch.items()})
         if self.failures:
             self.failures -= 1
             raise StoreError("disk full")
-        await self.inner.append(doc, updates)
+        return await self.inner.append(batch)
+
+    async def read(self, doc: str, after: int) -> list[tuple[int, bytes]]:
+        return await self.inner.read(doc, after)
 
     async def save_version(
-        self, doc: str, state: bytes, *, kind: VersionKind = "auto", label: str | None = None
+        self,
+        doc: str,
+        state: bytes,
+        offset: int,
+        *,
+        kind: VersionKind = "auto",
+        label: str | None = None,
     ) -> Version:
-        return await self.inner.save_version(doc, state, kind=kind, label=label)
+        return await self.inner.save_version(doc, state, offset, kind=kind, label=label)
 
 
-class SlowStore(FailingStore):
+class SlowLog(FailingLog):
     """A real SQLiteStore whose appends take 5 ms more, as on a slow disk."""
 
     def __init__(self, inner: SQLiteStore) -> None:
         super().__init__(inner, failures=0)
 
-    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
+    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
         await asyncio.sleep(0.005)
-        await self.inner.append(doc, updates)
-
-    async def versions(self, doc: str) -> list[Version]:
-        return await self.inner.versions(doc)
+        return await self.inner.append(batch)
 
 
-async def test_snapshots_are_taken_while_updates_keep_coming(
+async def test_versions_are_taken_while_updates_keep_coming(
     store: SQLiteStore, db_path: Path
 ) -> None:
     """Found by the cold-load benchmark: when updates come faster than commits, there is
     always something to commit, and snapshots waited for the stream to stop; after a
     crash, loading replayed the whole history."""
-    slow = SlowStore(store)
-    room = await Room.load("doc", slow, Settings(db=db_path, snapshot_updates=50))  # type: ignore[arg-type]
+    slow = SlowLog(store)
+    room = await load_room(slow, Settings(db=db_path, snapshot_updates=50))
     peer = RecordingPeer("peer")
     room.join(peer)
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     for _ in range(400):  # an update every millisecond, a commit every 5
         room.receive(peer, protocol.SyncUpdate(text_update(doc, "x")))
         await asyncio.sleep(0.001)
-    assert len(await slow.versions("doc")) >= 3  # taken before the stream ended
-    await room.close()
+    assert len(await store.versions("doc")) >= 3  # taken before the stream ended
+    await close_room(room)
 
 
 async def test_failed_commit_is_retried_and_nothing_is_relayed_before(
     store: SQLiteStore, settings: Settings, db_path: Path
 ) -> None:
-    failing = FailingStore(store, failures=2)
-    room = await Room.load("doc", failing, settings)  # type: ignore[arg-type]
+    failing = FailingLog(store, failures=2)
+    room = await load_room(failing, settings)
     writer, reader = RecordingPeer("writer"), RecordingPeer("reader")
     room.join(writer)
     room.join(reader)
@@ -390,7 +422,7 @@ async def test_failed_commit_is_retried_and_nothing_is_relayed_before(
     await asyncio.sleep(0.15)
     assert reader.updates() == [] and failing.failures < 2
     async with asyncio.timeout(5):
-        await room.flush()
+        await room.ledger.flush()
     assert len(reader.updates()) == 1
     assert stored_update_count(db_path) == 1
-    await room.close()
+    await close_room(room)

@@ -241,12 +241,12 @@ async def test_a_document_that_cannot_be_loaded_closes_with_1011_and_loses_nothi
         async with Client(server.url, "other") as check:  # answered once "before" is stored
             assert text_of(check) == "before"
         with closing(sqlite3.connect(db_path)) as conn:  # the database fails under the server
-            conn.execute("ALTER TABLE snapshots RENAME TO elsewhere")
+            conn.execute("ALTER TABLE versions RENAME TO elsewhere")
         async with raw_socket(f"{server.url}/stored") as ws:
             assert await close_code(ws) == 1011
         assert "cannot load 'stored'" in caplog.text
         with closing(sqlite3.connect(db_path)) as conn:
-            conn.execute("ALTER TABLE elsewhere RENAME TO snapshots")
+            conn.execute("ALTER TABLE elsewhere RENAME TO versions")
         text += " after"
         await bystander.flush()
         assert not bystander.closed.is_set()

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiohttp
 
 from collab.config import Settings
-from collab.documents import Documents, Format
+from collab.documents import Documents, Format, open_documents
 from collab.errors import (
     BadRequest,
     CollabError,
@@ -32,7 +32,6 @@ from collab.errors import (
     Unauthorized,
 )
 from collab.lockfile import DatabaseLock, holder
-from collab.rooms import Rooms
 from collab.store.sqlite import SQLiteStore
 
 Progress = Callable[[int, int, str], None]
@@ -216,10 +215,7 @@ async def _local(settings: Settings, create: bool) -> AsyncIterator[LocalAccess]
     store = await SQLiteStore.open(settings.db, sync=settings.db_sync)
     try:
         # No connection will come: save and unload rooms as soon as a command is done.
-        rooms = Rooms(store, replace(settings, room_grace_seconds=0))
-        try:
-            yield LocalAccess(Documents(rooms, store, settings), f"database {settings.db}")
-        finally:
-            await rooms.close()
+        async with open_documents(store, replace(settings, room_grace_seconds=0)) as documents:
+            yield LocalAccess(documents, f"database {settings.db}")
     finally:
         await store.close()

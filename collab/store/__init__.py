@@ -1,19 +1,27 @@
-"""The storage interface rooms depend on, and the records it returns. No I/O here.
+"""The storage interfaces, one per caller, and the records they return. No I/O here.
 
-A document is an append-only log of Yjs updates plus snapshots: full compacted states,
-each covering the log written before it. A snapshot is also a version users can browse
-later, so snapshots are history, not a cache: saving one prunes the log it covers, never
-an older snapshot.
+A document is an append-only log of Yjs updates plus versions: full compacted states.
+Every update in a log has an offset, 1, 2, 3... in the order the store committed it, and
+a version records the offset its state covers: it holds every update up to there (and
+maybe some after, which a load applies again harmlessly). Saving a version prunes only
+the log it covers, so a writer can only prune what it has seen: another writer's updates
+that a version lacks stay in the log. Versions are history, not a cache: saving one never
+prunes an older version.
+
+    DocumentLog  the journal and the registry: load, append, read after an offset, version
+    History      documents: list versions, read one, thin them
+    Catalogue    documents and the registry: list documents, delete one
+    Revocations  the guard (declared in collab/guard.py, beside its record)
+
+`DocumentStore` is the first three at once, what the document operations run on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
-
-from collab.auth import Revocation
 
 VersionKind = Literal["auto", "named", "pre-restore"]
 
@@ -28,7 +36,7 @@ class Version:
     kind: VersionKind
     label: str | None
     size: int
-    update_count: int
+    update_count: int  # updates the document had ever received when it was taken
 
     def as_json(self) -> dict[str, Any]:
         """How the API and the CLI show a version."""
@@ -48,11 +56,17 @@ def iso_time(timestamp: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StoredDoc:
-    """What loading a document needs: its latest snapshot's state and the log after it."""
+    """What loading a document needs: the state of the version that covers the most of
+    its log, the offset that version covers, and the log after it, in order."""
 
     state: bytes | None
+    offset: int
     updates: list[bytes]
-    update_count: int
+
+    @property
+    def end(self) -> int:
+        """The offset of the last update in the log (the log has no gaps)."""
+        return self.offset + len(self.updates)
 
     @property
     def exists(self) -> bool:
@@ -65,40 +79,53 @@ class DocInfo:
     created_at: float
     updated_at: float
     update_count: int
-    size: int  # bytes stored: the latest snapshot and the log after it
-    log_updates: int  # updates in the log, all written since the latest snapshot
+    size: int  # bytes stored: the version loading starts from and the log after it
+    log_updates: int  # updates in the log, all written after that version
 
 
-class Store(Protocol):
-    """Durable document storage. Every method may raise `StoreError`."""
+class DocumentLog(Protocol):
+    """A document's log and the versions that compact it. Every method may raise
+    `StoreError`."""
 
     async def load(self, doc: str) -> StoredDoc:
-        """The latest snapshot of `doc` and every update appended after it."""
+        """The version of `doc` that covers the most, and every update after it."""
         ...
 
-    async def append(self, doc: str, updates: Sequence[bytes]) -> None:
-        """Append updates to the log of `doc`; they are durable when this returns."""
+    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+        """Append updates to the logs of several documents in one transaction; they are
+        durable when this returns. Returns, for each document, the offset its last
+        update reached (its updates take the offsets just before it, in order)."""
+        ...
+
+    async def read(self, doc: str, after: int) -> list[tuple[int, bytes]]:
+        """The updates of `doc` after offset `after`, with their offsets, in order."""
         ...
 
     async def save_version(
         self,
         doc: str,
         state: bytes,
+        offset: int,
         *,
         kind: VersionKind = "auto",
         label: str | None = None,
     ) -> Version:
-        """Store `state` as a snapshot covering every update appended to `doc` so far.
+        """Store `state` as a version covering the log of `doc` up to `offset`, and
+        prune that part of the log.
 
-        The caller guarantees that `state` includes all of those updates.
+        The caller guarantees that `state` includes every update up to `offset`.
         """
         ...
+
+
+class History(Protocol):
+    """The versions of documents. Every method may raise `StoreError`."""
 
     async def versions(self, doc: str) -> list[Version]:
         """The versions of `doc`, oldest first."""
         ...
 
-    async def version_state(self, doc: str, snapshot_id: int) -> bytes:
+    async def version_state(self, doc: str, version_id: int) -> bytes:
         """The full state stored in a version of `doc`.
 
         Raises:
@@ -106,22 +133,14 @@ class Store(Protocol):
         """
         ...
 
-    async def delete_versions(self, doc: str, snapshot_ids: Sequence[int]) -> int:
-        """Delete versions of `doc` (never its latest, which loading starts from); return
-        how many were deleted."""
+    async def delete_versions(self, doc: str, version_ids: Sequence[int]) -> int:
+        """Delete versions of `doc` (never the one loading starts from); return how
+        many were deleted."""
         ...
 
-    async def delete_doc(self, doc: str) -> bool:
-        """Delete `doc`, its log and its versions; return whether it existed."""
-        ...
 
-    async def add_revocation(self, revocation: Revocation) -> None:
-        """Keep a revocation (it lasts across restarts)."""
-        ...
-
-    async def revocations(self) -> list[Revocation]:
-        """Every revocation kept, oldest first."""
-        ...
+class Catalogue(Protocol):
+    """Which documents are stored. Every method may raise `StoreError`."""
 
     async def docs(self) -> list[DocInfo]:
         """Every stored document."""
@@ -131,6 +150,10 @@ class Store(Protocol):
         """The stored document `doc`, if there is one."""
         ...
 
-    async def close(self) -> None:
-        """Finish pending writes and release the database."""
+    async def delete_doc(self, doc: str) -> bool:
+        """Delete `doc`, its log and its versions; return whether it existed."""
         ...
+
+
+class DocumentStore(DocumentLog, History, Catalogue, Protocol):
+    """Everything the document operations (collab/documents.py) need of a store."""

@@ -1,0 +1,175 @@
+"""The commit pipeline (collab/journal.py) on a real SQLite store, with rooms as the
+registry makes them and peers that record what they are sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+
+from collab import protocol
+from collab.config import Settings
+from collab.journal import Journal, version_due
+from collab.room import Room
+from collab.store.sqlite import SQLiteStore
+from tests.test_room import FailingLog, RecordingPeer, text_update
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = await SQLiteStore.open(db_path)
+    yield store
+    await store.close()
+
+
+def text_of(room: Room) -> str:
+    return str(room.document.ydoc.get("t", type=pycrdt.Text))
+
+
+def test_a_version_is_due_after_enough_updates_or_enough_time() -> None:
+    due = {"every_updates": 100, "every_seconds": 30.0}
+    assert version_due(0, None, **due) is None
+    assert version_due(5, 10.0, **due) == 40.0
+    assert version_due(100, 10.0, **due) == 10.0
+    assert version_due(100, 10.0, not_before=12.5, **due) == 12.5
+
+
+async def test_updates_of_many_rooms_are_committed_in_one_call(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    log = FailingLog(store, failures=0)
+    settings = Settings(db=db_path)
+    journal = Journal(log, settings)
+    rooms = [Room(f"doc{i}", settings, journal, await log.load(f"doc{i}")) for i in range(10)]
+    peers = [RecordingPeer(f"peer {i}") for i in range(10)]
+    for room, peer in zip(rooms, peers, strict=True):
+        room.join(peer)
+    for _ in range(20):  # 200 updates of 10 documents in one turn of the event loop
+        for room, peer in zip(rooms, peers, strict=True):
+            room.receive(peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
+    await asyncio.gather(*(room.ledger.flush() for room in rooms))
+    assert log.appends == [{f"doc{i}": 20 for i in range(10)}]
+    assert [room.ledger.offset for room in rooms] == [20] * 10
+    for room in rooms:
+        await room.ledger.close()
+        room.stop()
+    await journal.close()
+
+
+async def test_a_commit_that_fails_is_retried_with_what_arrived_meanwhile(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    log = FailingLog(store, failures=1)
+    settings = Settings(db=db_path)
+    journal = Journal(log, settings)
+    room = Room("doc", settings, journal, await log.load("doc"))
+    writer, reader = RecordingPeer("writer"), RecordingPeer("reader")
+    room.join(writer)
+    room.join(reader)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    room.receive(writer, protocol.SyncUpdate(text_update(doc, "a")))
+    await asyncio.sleep(0.01)  # the first try has failed
+    assert log.failures == 0 and reader.updates() == []
+    room.receive(writer, protocol.SyncUpdate(text_update(doc, "b")))
+    async with asyncio.timeout(5):
+        await room.ledger.flush()
+    assert log.appends == [{"doc": 1}, {"doc": 2}]
+    assert len(reader.updates()) == 1  # both, merged, once both are stored
+    assert (await store.load("doc")).end == 2
+    await room.ledger.close()
+    room.stop()
+    await journal.close()
+
+
+async def test_an_update_committed_elsewhere_is_relayed_at_once_and_not_stored_again(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    settings = Settings(db=db_path)
+    journal = Journal(store, settings)
+    room = Room("doc", settings, journal, await store.load("doc"))
+    reader = RecordingPeer("reader")
+    room.join(reader)
+    update = text_update(pycrdt.Doc(), "from another node")
+    (offset,) = (await store.append({"doc": [update]})).values()  # as another writer
+    room.receive_committed(update, offset)
+    assert len(reader.updates()) == 1  # synchronously: it is durable already
+    assert room.ledger.offset == 1 and room.ledger.committed
+    assert text_of(room) == "from another node"
+    await room.ledger.close()  # versions it: the version covers offset 1
+    room.stop()
+    await journal.close()
+    assert (await store.read("doc", 0)) == []  # pruned by that version, never re-stored
+    assert [v.update_count for v in await store.versions("doc")] == [1]
+
+
+async def test_two_writers_on_one_log_catch_up_and_prune_only_what_they_hold(
+    db_path: Path,
+) -> None:
+    """Two stores on one file, two journals, one document each side (as two processes
+    would have): B's append lands after A's, B reads what it missed, relays it to its
+    peers, and its version covers both."""
+    one, two = await SQLiteStore.open(db_path), await SQLiteStore.open(db_path)
+    settings = Settings(db=db_path)
+    journal_a, journal_b = Journal(one, settings), Journal(two, settings)
+    room_a = Room("doc", settings, journal_a, await one.load("doc"))
+    room_b = Room("doc", settings, journal_b, await two.load("doc"))
+    alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
+    room_a.join(alice)
+    room_b.join(bob)
+    room_a.receive(alice, protocol.SyncUpdate(text_update(pycrdt.Doc(), "A")))
+    await room_a.ledger.flush()
+    room_b.receive(bob, protocol.SyncUpdate(text_update(pycrdt.Doc(), "B")))
+    await room_b.ledger.flush()
+    async with asyncio.timeout(5):
+        while room_b.ledger.offset < 2:  # the gap at offset 1 is read from the log
+            await asyncio.sleep(0.01)
+    assert sorted(text_of(room_b)) == ["A", "B"]
+    assert len(bob.updates()) == 1  # A's update, relayed; bob's own is never echoed
+    version = await room_b.ledger.save_version("named", "both")
+    assert await two.version_state("doc", version.id)
+    assert await two.read("doc", 0) == []
+    for room in (room_a, room_b):
+        await room.ledger.close()
+        room.stop()
+    await journal_a.close()
+    await journal_b.close()
+    await one.close()
+    await two.close()
+    fresh = await SQLiteStore.open(db_path)
+    loaded = await fresh.load("doc")
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    assert loaded.state is not None
+    doc.apply_update(loaded.state)
+    for update in loaded.updates:
+        doc.apply_update(update)
+    assert sorted(str(doc.get("t", type=pycrdt.Text))) == ["A", "B"]
+    await fresh.close()
+
+
+async def test_a_version_taken_before_catching_up_covers_only_what_the_room_holds(
+    db_path: Path,
+) -> None:
+    one, two = await SQLiteStore.open(db_path), await SQLiteStore.open(db_path)
+    settings = Settings(db=db_path)
+    journal = Journal(two, settings)
+    room = Room("doc", settings, journal, await two.load("doc"))
+    await one.append({"doc": [text_update(pycrdt.Doc(), "elsewhere")]})  # offset 1
+    room.apply_update(text_update(pycrdt.Doc(), "here"))  # offset 2: a gap before it
+    await room.ledger.flush()
+    assert room.ledger.offset == 0  # offset 1 is not read yet (that takes a read)
+    version = await room.ledger.save_version()
+    assert [offset for offset, _ in await one.read("doc", 0)] == [1, 2]  # nothing pruned
+    assert "elsewhere" not in str(await two.version_state("doc", version.id))
+    async with asyncio.timeout(5):
+        while room.ledger.offset < 2:
+            await asyncio.sleep(0.01)
+    assert "elsewhere" in text_of(room) and "here" in text_of(room)
+    await room.ledger.close()
+    room.stop()
+    await journal.close()
+    await one.close()
+    await two.close()
