@@ -77,6 +77,7 @@ from collab.yjs.roots import root_types
 from collab.yjs.tree import Tree
 from collab.yjs.update import UpdateFormatError, clock_ranges, decode_state_vector
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 STATES = ("empty", "content", "pending", "syncing", "awareness", "large")
 MiB = 1024 * 1024
 SERVING = re.compile(rb"serving documents at ws://[^:]+:(\d+)/")
@@ -742,10 +743,12 @@ async def views(states: list[bytes]) -> list[dict[str, Any]]:
     """`view_of_state` of each state, computed in a child process (`_views`)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "tests.fuzz",
         "_views",
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        cwd=ROOT,  # where `tests` (and the collab under test) are imported from
     )
     try:
         async with asyncio.timeout(VIEW_SECONDS):
