@@ -1,5 +1,5 @@
 """Fuzz a live collab server: `python scripts/fuzz.py --help`. The harness is tests/fuzz.py,
-which the test suite runs briefly (tests/test_fuzz_live.py); this is its command line."""
+which the test suite runs briefly (tests/test_fuzz.py); this is its command line."""
 
 import sys
 from pathlib import Path

@@ -4,7 +4,7 @@ reader and the awareness clock rules, on arbitrary input and on mutated valid in
 What each reader may raise is part of its contract: `protocol.decode` only
 `ProtocolError` (subclasses included), the update reader only `UpdateFormatError`,
 `Awareness.apply` only `ProtocolError`. Anything else escapes the server's handlers.
-The live-server counterpart is tests/test_fuzz_live.py (and scripts/fuzz.py).
+The live-server counterpart is tests/test_fuzz.py (and scripts/fuzz.py).
 """
 
 from __future__ import annotations
