@@ -129,3 +129,9 @@ def test_decode_never_raises_anything_but_protocol_error(frame: bytes) -> None:
         protocol.decode(frame)
     except ProtocolError:
         pass
+
+
+def test_permission_denied_message_is_the_protocol_auth_message() -> None:
+    frame = protocol.encode_permission_denied("read-only")
+    assert frame[0] == protocol.MSG_AUTH
+    assert protocol.decode(frame) == protocol.PermissionDenied("read-only")
