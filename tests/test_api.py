@@ -1,9 +1,10 @@
-"""The REST API on a live server: content, import, delete, versions, restore, errors."""
+"""The REST API on a live server: content, import, delete, versions, restore (held to the
+size quota), errors, CORS."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +15,8 @@ import pytest
 from collab import protocol
 from collab.client import Client
 from tests.conftest import RunningServer
+
+MakeServer = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
@@ -314,3 +317,71 @@ async def test_a_document_holding_an_update_that_waits_for_its_base_exports_what
     version = await call(http, "POST", versions, 201, json={"label": "with a wait"})
     await call(http, "POST", f"{versions}/{version['id']}/restore", 200)
     assert await call(http, "GET", url, 200) == {"m": {"k": "v"}}
+
+
+async def test_cors_answers_only_the_configured_origins(make_server: MakeServer) -> None:
+    server = await make_server(cors_origins="https://app.example.com")
+    async with aiohttp.ClientSession() as session:
+        preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+        async with session.options(
+            f"{server.http}/api/docs/x/updates", headers=preflight
+        ) as response:
+            assert response.status == 204
+            assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+            assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+        async with session.get(
+            f"{server.http}/api/docs", headers={"Origin": "https://app.example.com"}
+        ) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        async with session.get(
+            f"{server.http}/api/docs", headers={"Origin": "https://other.example.com"}
+        ) as response:
+            assert response.status == 403
+            assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_a_restore_is_held_to_the_quota_by_the_size_it_leaves(
+    make_server: MakeServer,
+) -> None:
+    """A restore writes the version anew: what counts is the state it leaves (about the
+    version's size), not the live state plus the copy, which would refuse every version
+    over half the quota. A version over the quota (lowered since) is refused, unchanged."""
+    server = await make_server(max_doc_bytes=64 * 1024)
+    url = f"{server.http}/api/docs/big"
+    async with Client(server.url, "big") as writer, aiohttp.ClientSession() as session:
+        text = writer.doc.get("t", type=pycrdt.Text)
+        text.insert(0, "v" * 40_000)
+        await writer.flush()
+        async with session.post(f"{url}/versions", json={"label": "40 KB"}) as response:
+            assert response.status == 201
+            version = (await response.json())["id"]
+        # Made room for by a version in between: the quota counts the log since the last.
+        del text[0 : len(text)]
+        await writer.flush()
+        async with session.post(f"{url}/versions", json={"label": "emptied"}) as response:
+            assert response.status == 201
+        text.insert(0, "n" * 30_000)
+        async with asyncio.timeout(10):
+            while (await (await session.get(f"{url}?format=text")).text()) != "n" * 30_000:
+                await asyncio.sleep(0.05)
+        async with session.post(f"{url}/versions/{version}/restore") as response:
+            assert response.status == 200, await response.text()
+        await writer.wait_for(lambda: text_of(writer) == "v" * 40_000)
+        text.insert(0, "still editable ")  # the document is under its quota again
+        await writer.flush()
+        async with asyncio.timeout(10):
+            while not (await (await session.get(f"{url}?format=text")).text()).startswith(
+                "still editable v"
+            ):
+                await asyncio.sleep(0.05)
+        assert writer.denied is None
+
+    await server.stop()
+    lowered = await make_server(max_doc_bytes=20 * 1024)  # the same database
+    async with aiohttp.ClientSession() as session:
+        restore = f"{lowered.http}/api/docs/big/versions/{version}/restore"
+        async with session.post(restore) as response:
+            assert response.status == 413
+            assert "quota" in (await response.json())["error"]["message"]
+        async with session.get(f"{lowered.http}/api/docs/big?format=text") as response:
+            assert (await response.text()).startswith("still editable v")

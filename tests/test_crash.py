@@ -1,4 +1,4 @@
-"""The durability promise under SIGKILL: a short run of scripts/crash_test.py.
+"""The durability promise under SIGKILL: a short run of tests/crash.py.
 
 A real `collab serve` child process is killed while clients edit; after the restart, every
 update any client had received from the server must still be there. The long run is
@@ -7,28 +7,14 @@ update any client had received from the server must still be there. The long run
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pycrdt
 import pytest
 
-
-def _load_script() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "scripts" / "crash_test.py"
-    spec = importlib.util.spec_from_file_location("crash_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-crash_test = _load_script()
+from tests import crash
 
 
 @pytest.mark.timeout(120)
@@ -36,10 +22,8 @@ async def test_nothing_a_client_received_is_lost_when_the_server_is_killed(
     tmp_path: Path,
 ) -> None:
     seed = random.randrange(2**32)
-    options = crash_test.Options(
-        clients=4, rooms=2, rounds=3, seed=seed, min_kill=0.4, max_kill=0.8
-    )
-    summary = await crash_test.run(options, tmp_path)
+    options = crash.Options(clients=4, rooms=2, rounds=3, seed=seed, min_kill=0.4, max_kill=0.8)
+    summary = await crash.run(options, tmp_path)
     about = f"seed {seed}\n{summary.table()}"
     assert summary.error is None, about
     assert summary.kills == 3, about
@@ -68,7 +52,7 @@ def _edits(doc: pycrdt.Doc[Any], count: int, rng: random.Random) -> list[bytes]:
     updates: list[bytes] = []
     subscription = doc.observe(lambda event: updates.append(event.update))
     for _ in range(count):
-        crash_test.edit_once(doc, rng)
+        crash.edit_once(doc, rng)
     doc.unobserve(subscription)
     return updates
 
@@ -85,28 +69,28 @@ def test_the_check_finds_missing_edits_and_deletions() -> None:
     whole = pycrdt.Doc()
     for update in received:
         whole.apply_update(update)
-    server = crash_test.ServerState(whole.get_update())
+    server = crash.ServerState(whole.get_update())
     assert [server.missing(i, u) for i, u in enumerate(received)] == [None] * len(received)
-    assert crash_test.changes_applied(server, received) is None
+    assert crash.changes_applied(server, received) is None
 
     partial = pycrdt.Doc()
     for update in received[:-5]:
         partial.apply_update(update)
-    server = crash_test.ServerState(partial.get_update())
+    server = crash.ServerState(partial.get_update())
     missing = [m for i, u in enumerate(received) if (m := server.missing(i, u)) is not None]
     assert [m.index for m in missing] == list(range(len(received) - 5, len(received)))
-    assert crash_test.changes_applied(server, received) is not None
+    assert crash.changes_applied(server, received) is not None
 
     # A lost deletion alone (its item is on the server) is found too.
     text = bob.get("content", type=pycrdt.Text)
-    server = crash_test.ServerState(bob.get_update())
+    server = crash.ServerState(bob.get_update())
     deletion = _edits_of(bob, lambda: text.__delitem__(slice(0, 2)))
     lost = server.missing(0, deletion)
     assert lost is not None and lost.deletions and not lost.structs
-    assert crash_test.changes_applied(server, [deletion]) is not None
+    assert crash.changes_applied(server, [deletion]) is not None
 
     # Nothing on the server at all (the document was never stored).
-    server = crash_test.ServerState(crash_test.EMPTY_UPDATE)
+    server = crash.ServerState(crash.EMPTY_UPDATE)
     assert server.missing(0, received[0]) is not None
 
 

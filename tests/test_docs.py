@@ -1,4 +1,4 @@
-"""The README is the front door: every setting and command it must show is there."""
+"""The README is the front door: every setting, command and close code it must show is there."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from collab.cli import build_parser
 from collab.config import env_name, flag_name, setting_fields
+from tests.conftest import RunningServer
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -35,3 +36,12 @@ def test_readme_gives_the_test_command_that_ci_runs() -> None:
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     assert "./scripts/test.sh" in README
     assert "./scripts/test.sh" in ci
+
+
+async def test_the_close_codes_are_documented(server: RunningServer) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for code in (1001, 1002, 1003, 1009, 1013, 4403, 4404, 4429, 4501):
+        assert f"| {code} |" in readme, code
+    del server  # the fixture only makes sure a server starts with the defaults

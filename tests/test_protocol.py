@@ -1,22 +1,27 @@
-"""The wire format: byte literals in, exact messages out, and back."""
+"""The wire format: byte literals in, exact messages out, and back; and, on arbitrary and
+mutated frames, `protocol.decode` raises only `ProtocolError` (subclasses included), as
+its contract says: anything else would escape the server's handlers."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pycrdt import write_var_uint
 
 from collab import protocol
 from collab.errors import ProtocolError, UnsupportedMessage
 from collab.protocol import (
     AwarenessEntry,
     AwarenessUpdate,
+    Message,
     PermissionDenied,
     QueryAwareness,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
 )
+from tests.strategies import EDGES, mutate
 
 
 def test_decodes_sync_step1() -> None:
@@ -129,3 +134,135 @@ def test_decode_never_raises_anything_but_protocol_error(frame: bytes) -> None:
         protocol.decode(frame)
     except ProtocolError:
         pass
+
+
+def test_permission_denied_message_is_the_protocol_auth_message() -> None:
+    frame = protocol.encode_permission_denied("read-only")
+    assert frame[0] == protocol.MSG_AUTH
+    assert protocol.decode(frame) == protocol.PermissionDenied("read-only")
+
+
+# --- properties: arbitrary and mutated frames raise only ProtocolError ----------------
+
+# Awareness client ids and clocks are relayed to browsers, whose lib0 stops at 2**53 - 1.
+safe_varuints = st.one_of(
+    st.sampled_from([edge for edge in EDGES if edge <= protocol.MAX_SAFE_INTEGER]),
+    st.integers(0, protocol.MAX_SAFE_INTEGER),
+)
+states = st.one_of(
+    st.binary(max_size=64),
+    st.text(max_size=30).map(str.encode),
+    st.just(protocol.NULL_STATE),
+)
+awareness_entries = st.builds(AwarenessEntry, safe_varuints, safe_varuints, states)
+messages: st.SearchStrategy[Message] = st.one_of(
+    st.builds(SyncStep1, st.binary(max_size=300)),
+    st.builds(SyncStep2, st.binary(max_size=300)),
+    st.builds(SyncUpdate, st.binary(max_size=300)),
+    st.builds(AwarenessUpdate, st.lists(awareness_entries, max_size=8).map(tuple)),
+    st.just(QueryAwareness()),
+    st.builds(PermissionDenied, st.text(max_size=80)),
+)
+
+
+def encode(message: Message) -> bytes:
+    match message:
+        case SyncStep1(state_vector):
+            return protocol.encode_sync_step1(state_vector)
+        case SyncStep2(update):
+            return protocol.encode_sync_step2(update)
+        case SyncUpdate(update):
+            return protocol.encode_update(update)
+        case AwarenessUpdate(entries):
+            return protocol.encode_awareness(entries)
+        case QueryAwareness():
+            return protocol.encode_query_awareness()
+        case PermissionDenied(reason):
+            return protocol.encode_permission_denied(reason)
+    raise AssertionError(message)
+
+
+@given(messages)
+def test_every_message_kind_round_trips(message: Message) -> None:
+    assert protocol.decode(encode(message)) == message
+
+
+@given(st.lists(st.tuples(safe_varuints, safe_varuints), min_size=1, max_size=4))
+def test_awareness_clients_and_clocks_round_trip_up_to_2_53(
+    pairs: list[tuple[int, int]],
+) -> None:
+    entries = tuple(AwarenessEntry(client, clock, b"{}") for client, clock in pairs)
+    assert protocol.decode(protocol.encode_awareness(entries)) == AwarenessUpdate(entries)
+
+
+@given(st.integers(protocol.MAX_SAFE_INTEGER + 1, 2**64 - 1), st.booleans())
+def test_awareness_clients_and_clocks_browsers_cannot_read_are_refused(
+    value: int, as_client: bool
+) -> None:
+    entry = AwarenessEntry(value, 1, b"{}") if as_client else AwarenessEntry(1, value, b"{}")
+    with pytest.raises(ProtocolError):
+        protocol.decode(protocol.encode_awareness([entry]))
+
+
+@given(st.sampled_from([0, 1, 127, 128, 16383, 16384, 70000]))
+def test_payload_lengths_at_varuint_boundaries_round_trip(length: int) -> None:
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    assert protocol.decode(protocol.encode_update(payload)) == SyncUpdate(payload)
+
+
+def awareness_frame(client: bytes, clock: bytes) -> bytes:
+    payload = b"\x01" + client + clock + b"\x02{}"
+    return b"\x01" + write_var_uint(len(payload)) + payload
+
+
+@given(st.integers(2**64, 2**100), st.booleans())
+@example(2**64, True)
+@example(2**70 - 1, False)
+def test_integers_beyond_64_bits_are_refused(value: int, as_client: bool) -> None:
+    """lib0.py's limit is 64 bits ("integer longer than 64 bits"), but a 10-byte varuint
+    carries 70: the 6 bits past 64 must not be let through."""
+    big, one = write_var_uint(value), write_var_uint(1)
+    frame = awareness_frame(big, one) if as_client else awareness_frame(one, big)
+    with pytest.raises(ProtocolError):
+        protocol.decode(frame)
+
+
+@given(messages, st.data())
+def test_strict_prefixes_and_trailing_bytes_are_protocol_errors(
+    message: Message, data: st.DataObject
+) -> None:
+    frame = encode(message)
+    cut = data.draw(st.integers(0, len(frame) - 1), label="cut")
+    with pytest.raises(ProtocolError):
+        protocol.decode(frame[:cut])
+    with pytest.raises(ProtocolError):
+        protocol.decode(frame + data.draw(st.binary(min_size=1, max_size=4), label="tail"))
+
+
+def decodes_or_protocol_error(frame: bytes) -> None:
+    try:
+        protocol.decode(frame)
+    except ProtocolError:
+        pass
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        # Random bodies behind each known type byte, so the parsers go past the first byte.
+        st.tuples(
+            st.sampled_from([b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x01", b"\x02\x00"]),
+            st.binary(max_size=200),
+        ).map(b"".join),
+    )
+)
+def test_arbitrary_frames_raise_only_protocol_error(frame: bytes) -> None:
+    decodes_or_protocol_error(frame)
+
+
+@settings(max_examples=300)
+@given(messages, st.data())
+def test_mutated_valid_frames_raise_only_protocol_error(
+    message: Message, data: st.DataObject
+) -> None:
+    decodes_or_protocol_error(mutate(data, encode(message)))

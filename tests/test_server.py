@@ -1,4 +1,5 @@
-"""The real server over real WebSockets: sync, presence, isolation, names, bad input."""
+"""The real server over real WebSockets: sync, presence, isolation, names, bad input, the
+size quota."""
 
 from __future__ import annotations
 
@@ -339,3 +340,26 @@ async def test_the_client_reports_every_update_it_receives(server: RunningServer
     for update in received:
         copy.apply_update(update)
     assert str(copy.get("t", type=pycrdt.Text)) == "seen"
+
+
+async def test_an_update_past_the_quota_is_refused_and_the_editor_told(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(max_doc_bytes=3000)
+    async with Client(server.url, "small") as writer, Client(server.url, "small") as reader:
+        text = writer.doc.get("t", type=pycrdt.Text)
+        text.insert(0, "fits")
+        await reader.wait_for(lambda: text_of(reader) == "fits")
+        text.insert(4, "x" * 5000)
+        await writer.wait_for(lambda: writer.denied is not None)
+        assert "quota" in (writer.denied or "")
+        await asyncio.sleep(0.3)
+        assert text_of(reader) == "fits"
+    async with aiohttp.ClientSession() as session:
+        big = pycrdt.Doc()
+        big.get("t", type=pycrdt.Text).insert(0, "y" * 5000)
+        async with session.post(
+            f"{server.http}/api/docs/small/updates", data=big.get_update()
+        ) as response:
+            assert response.status == 413
+            assert "quota" in (await response.json())["error"]["message"]

@@ -1,12 +1,16 @@
-"""Splitting updates and finding what a document has not integrated."""
+"""Splitting updates and finding what a document has not integrated; and, on arbitrary and
+mutated updates, the reader raises only `UpdateFormatError`, as its contract says."""
 
 from __future__ import annotations
 
+import functools
+import random
+from collections.abc import Callable
 from typing import Any
 
 import pycrdt
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from collab.yjs.update import (
@@ -20,7 +24,8 @@ from collab.yjs.update import (
     split_update,
     structs,
 )
-from tests.docgen import content, random_doc
+from tests.docgen import content, edit, random_doc
+from tests.strategies import mutate
 
 
 def apply_all(updates: list[bytes]) -> pycrdt.Doc[Any]:
@@ -125,3 +130,137 @@ def test_collected_items_keep_their_clocks_and_lose_their_content(seed: int, pic
     assert {
         item: collected[s.start : s.end] for item, s in structs(collected) if item != chosen
     } == others
+
+
+# --- properties: arbitrary and mutated updates raise only UpdateFormatError -----------
+
+
+@functools.cache
+def corpus() -> tuple[bytes, ...]:
+    """Valid v1 updates of every shape a server sees: full states of multi-client
+    documents, incremental updates of each edit (text, formatting, map, array, XML,
+    deletions), and diffs against an older state vector."""
+    found: list[bytes] = []
+    for seed in range(4):
+        whole = random_doc(seed, clients=2, steps=30)
+        found.append(whole.get_update())
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        updates: list[bytes] = []
+        doc.observe(lambda event, updates=updates: updates.append(event.update))
+        rng = random.Random(seed)
+        for step in range(12):
+            edit(doc, rng, step)
+        middle = doc.get_state()
+        for step in range(12, 20):
+            edit(doc, rng, step)
+        found += updates[::3]
+        found.append(doc.get_update(middle))
+    return tuple(found)
+
+
+def readers(update: bytes) -> list[Callable[[], object]]:
+    return [
+        lambda: structs(update),
+        lambda: clock_ranges(update),
+        lambda: reaches_beyond(update, {}),
+        lambda: reaches_beyond(update, {1: 5}),
+        lambda: split_update(update, 1),
+        lambda: split_update(update, 64),
+        lambda: decode_state_vector(update),
+    ]
+
+
+def reads_or_update_format_error(update: bytes) -> None:
+    for read in readers(update):
+        try:
+            read()
+        except UpdateFormatError:
+            pass
+
+
+# A string item of root "t" whose one byte is not UTF-8.
+INVALID_UTF8_STRING = bytes.fromhex("010101000401017401ff00")
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        # One block of one struct of a random kind: reaches each content reader.
+        st.tuples(
+            st.just(b"\x01\x01\x01\x00"),
+            st.integers(0, 255).map(lambda info: bytes([info])),
+            st.binary(max_size=40),
+        ).map(b"".join),
+    )
+)
+@example(INVALID_UTF8_STRING)
+def test_update_reader_on_arbitrary_bytes_raises_only_update_format_error(update: bytes) -> None:
+    reads_or_update_format_error(update)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6), st.data())
+def test_update_reader_on_mutated_updates_raises_only_update_format_error(
+    pick: int, data: st.DataObject
+) -> None:
+    source = corpus()[pick % len(corpus())]
+    reads_or_update_format_error(mutate(data, source))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    before=st.integers(1, 30),
+    after=st.integers(1, 30),
+    max_bytes=st.integers(8, 2000),
+)
+def test_pieces_of_an_incremental_update_rebuild_the_document(
+    seed: int, before: int, after: int, max_bytes: int
+) -> None:
+    """The tests above split full states; these updates start past clock 0, as
+    every live update does."""
+    rng = random.Random(seed)
+    doc = random_doc(seed, clients=2, steps=before)
+    old = doc.get_update()
+    old_vector = doc.get_state()
+    for step in range(before, before + after):
+        edit(doc, rng, step)
+    diff = doc.get_update(old_vector)
+    pieces = split_update(diff, max_bytes)
+    rebuilt: pycrdt.Doc[Any] = pycrdt.Doc()
+    for update in [old, *pieces]:
+        rebuilt.apply_update(update)
+    assert content(rebuilt) == content(doc)
+    # The pieces cover the clocks of the whole, and each starts where the old state ends.
+    covered: dict[int, tuple[int, int]] = {}
+    for piece in pieces:
+        for client, (first, end) in clock_ranges(piece).items():
+            low, high = covered.get(client, (first, end))
+            covered[client] = (min(low, first), max(high, end))
+    assert covered == clock_ranges(diff)
+    old_clocks = decode_state_vector(old_vector)
+    new_clocks = decode_state_vector(doc.get_state())
+    assert clock_ranges(diff) == {
+        client: (old_clocks.get(client, 0), end)
+        for client, end in new_clocks.items()
+        if end > old_clocks.get(client, 0)
+    }
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), clients=st.integers(1, 4))
+def test_reader_agrees_with_the_state_vector_of_a_full_state(seed: int, clients: int) -> None:
+    doc = random_doc(seed, clients, steps=40)
+    state = doc.get_update()
+    vector = decode_state_vector(doc.get_state())
+    assert clock_ranges(state) == {client: (0, end) for client, end in vector.items()}
+    lengths: dict[int, int] = {}
+    for (client, clock), struct in structs(state):
+        assert clock == lengths.get(client, 0)  # structs of a client are contiguous
+        lengths[client] = clock + struct.length
+    assert lengths == vector
+    assert not reaches_beyond(state, vector)
+    assert reaches_beyond(state, {})
+    some = next(iter(vector))
+    assert reaches_beyond(state, {**vector, some: vector[some] - 1})

@@ -1,5 +1,5 @@
 // Documents of kinds pycrdt cannot write, made by Yjs itself, and Yjs' own reading of
-// a document: tests/test_kinds.py checks collab's export of them and that Yjs reads a
+// a document: tests/test_interop_kinds.py checks collab's export of them and that Yjs reads a
 // collab-written copy exactly as the original.
 //
 //   node kinds.mjs make     prints {"<kind>": base64 state, ...}

@@ -1,5 +1,5 @@
-"""Access control on a live server: tokens at the upgrade and on the API, read-only
-editors, Origins and CORS, permission changes mid-session, authorizers."""
+"""The guard on a live server: tokens at the upgrade and on the API, read-only editors,
+Origins, permission changes mid-session, authorizers, and the connection limits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import aiohttp
 import pycrdt
 import pytest
 
-from collab import protocol
 from collab.auth import AuthRequest, Grant, mint
 from collab.client import Client
 from collab.config import Secret
@@ -177,27 +176,6 @@ async def test_origins_other_than_ours_and_the_allowed_ones_are_refused(
             assert response.status == 403
 
 
-async def test_cors_answers_only_the_configured_origins(make_server: MakeServer) -> None:
-    server = await make_server(cors_origins="https://app.example.com")
-    async with aiohttp.ClientSession() as session:
-        preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
-        async with session.options(
-            f"{server.http}/api/docs/x/updates", headers=preflight
-        ) as response:
-            assert response.status == 204
-            assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-            assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
-        async with session.get(
-            f"{server.http}/api/docs", headers={"Origin": "https://app.example.com"}
-        ) as response:
-            assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-        async with session.get(
-            f"{server.http}/api/docs", headers={"Origin": "https://other.example.com"}
-        ) as response:
-            assert response.status == 403
-            assert "Access-Control-Allow-Origin" not in response.headers
-
-
 async def test_an_expiring_token_closes_its_connection_with_4501(secured: RunningServer) -> None:
     # Expiry is in whole seconds: a ttl of 3 leaves 2 to 3 s, time enough to connect.
     async with Client(secured.url, "doc", params={"token": token("doc", ttl=3)}) as short:
@@ -313,38 +291,24 @@ async def test_tokens_never_reach_the_log(
     assert "token=" not in caplog.text
 
 
-def test_open_mode_warns_loudly_on_a_public_address(tmp_path: Any) -> None:
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "collab",
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "open.db"),
-        ],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stderr is not None
-        lines = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any("ANYONE" in line for line in lines):
-            lines.append(proc.stderr.readline().decode())
-        assert any("--auth open on 0.0.0.0" in line for line in lines)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+async def test_connection_limits_answer_429_and_503(make_server: MakeServer) -> None:
+    server = await make_server(max_connections_per_room=2, max_connections=4)
+    async with aiohttp.ClientSession() as session:
+        room = [await session.ws_connect(f"{server.url}/busy") for _ in range(2)]
+        assert await upgrade_status(f"{server.url}/busy") == 429  # the room is full
+        others = [await session.ws_connect(f"{server.url}/other{i}") for i in range(2)]
+        assert await upgrade_status(f"{server.url}/another") == 503  # the server is full
+        await room[0].close()
+        await asyncio.sleep(0.1)
+        assert await upgrade_status(f"{server.url}/busy") == 101  # a place came free
+        for ws in room[1:] + others:
+            await ws.close()
 
 
-def test_permission_denied_message_is_the_protocol_auth_message() -> None:
-    frame = protocol.encode_permission_denied("read-only")
-    assert frame[0] == protocol.MSG_AUTH
-    assert protocol.decode(frame) == protocol.PermissionDenied("read-only")
+async def test_connections_per_address_are_limited(make_server: MakeServer) -> None:
+    server = await make_server(max_connections_per_address=2)
+    async with aiohttp.ClientSession() as session:
+        kept = [await session.ws_connect(f"{server.url}/r{i}") for i in range(2)]
+        assert await upgrade_status(f"{server.url}/r3") == 429
+        for ws in kept:
+            await ws.close()

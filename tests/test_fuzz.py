@@ -1,4 +1,4 @@
-"""Fuzzing the live server: a short run of scripts/fuzz.py, and the minimal reproductions
+"""Fuzzing the live server: a short run of tests/fuzz.py, and the minimal reproductions
 of what fuzzing found, each asserting the behaviour the README promises.
 
 The short run starts a real `collab serve` child process and sends a few thousand random
@@ -12,12 +12,9 @@ a graceful restart, and that memory settles. The long run is
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -26,22 +23,11 @@ import pytest
 
 from collab import protocol
 from collab.client import Client
+from tests import fuzz
 from tests.conftest import RunningServer
 
 MakeServer = Callable[..., Awaitable[RunningServer]]
 
-
-def _load_script() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "scripts" / "fuzz.py"
-    spec = importlib.util.spec_from_file_location("collab_fuzz", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _load_script()
 
 # Every room state once, then three more phases like the second, so that the memory of
 # the second and the fourth phase of one kind can be compared.

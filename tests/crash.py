@@ -1,0 +1,873 @@
+"""Crash test of the durability promise: SIGKILL the server while clients edit, restart it,
+and check that everything any client had received from the server is still there.
+
+    python scripts/crash_test.py --rounds 200
+    python scripts/crash_test.py --clients 6 --rooms 3 --rounds 50 --seed 7 --keep
+
+Each round, K clients (`collab.client.Client`) join the rooms (client i in room i mod R)
+of a `python -m collab serve` child process and edit continuously: inserts, deletes and
+formatting in a Y.Text, sets and deletes in a Y.Map, appends and deletes in a Y.Array,
+with random pauses. Every update a client receives from the server (the SyncStep2 of its
+first sync, and the live updates of the other clients) is recorded. Once every client has
+received live updates, the server is killed with SIGKILL at a random moment, the clients
+are closed, and the server is restarted on the same port and database. Then, for every
+client, each update it received must be contained in the restarted server's state
+(`GET /api/docs/{name}?format=update`): its structs' clock ranges and its deletions. As a
+second, independent check, the received updates applied over a copy of the server state
+must change nothing (state vector, encoded state and content). The rooms' documents carry
+on growing from round to round, so what survived one crash must survive the next ones.
+
+Updates a client made that never came back to it may be lost (the protocol has no acks);
+how many were is reported as a figure, not a failure. Any loss of a received update exits
+1 and keeps the run's directory (database, server log, the received updates and a JSON
+report of what is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import bisect
+import contextlib
+import ctypes
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pycrdt
+
+from collab import protocol
+from collab.client import Client
+from collab.yjs.update import structs
+
+TEXT, MAP, ARRAY = "content", "meta", "items"
+EMPTY_UPDATE = b"\x00\x00"
+SERVING = re.compile(rb"serving documents at ws://[^:]+:(\d+)/")
+
+
+@dataclass
+class Options:
+    clients: int = 4
+    rooms: int = 2
+    rounds: int = 20
+    seed: int | None = None
+    min_kill: float = 0.3  # seconds after every client is busy
+    max_kill: float = 2.0
+    max_pause: float = 0.02  # between two edits of one client
+    snapshot_updates: int = 100  # small, so crashes also land around snapshots
+    server_args: list[str] = field(default_factory=list)
+    round_timeout: float = 120.0
+
+
+# --- the server ------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child: its own process group, and SIGKILL when this script dies (Linux)."""
+    os.setpgid(0, 0)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class ServerProcess:
+    """`python -m collab serve` in a child process of its own process group.
+
+    Start it from the main thread (the parent-death signal follows the starting thread).
+    """
+
+    def __init__(self, db: Path, log_path: Path, extra: list[str]) -> None:
+        self.db = db
+        self.log_path = log_path
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self, port: int) -> int:
+        """Start the process; returns the log offset where its output begins."""
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== crash_test: start {self.starts} (port {port})\n".encode())
+            log.flush()
+            offset = log.tell()
+            args = [sys.executable, "-m", "collab", "serve", "--port", str(port)]
+            args += ["--db", str(self.db), *self.extra]
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
+        _LIVE.add(self)
+        return offset
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start (on the last port if there was one) and wait for the "serving" line."""
+        for port in dict.fromkeys((self.port, 0)):
+            offset = self.spawn(port)
+            try:
+                self.port = await self._wait_serving(offset, timeout)
+                return
+            except RuntimeError:
+                if port == 0:
+                    raise
+                # The old port could not be taken again: fall back to any free port.
+
+    async def _wait_serving(self, offset: int, timeout: float) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if match := SERVING.search(self._log_from(offset)):
+                return int(match.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
+            await asyncio.sleep(0.01)
+        self.kill()
+        raise TimeoutError(f"server did not start within {timeout} s: {self.tail()}")
+
+    def _log_from(self, offset: int) -> bytes:
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return log.read()
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group and reap it (bounded)."""
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:  # not reaped yet: its pid is still its group's id
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        _LIVE.discard(self)
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+_LIVE: set[ServerProcess] = set()  # servers to kill at exit, however the script ends
+
+
+def kill_all_servers() -> None:
+    for server in list(_LIVE):
+        server.kill()
+
+
+atexit.register(kill_all_servers)
+
+
+# --- clients -----------------------------------------------------------------------------
+
+
+class RecordingClient(Client):
+    """A Client that keeps every update it received from the server, in order.
+
+    The client has no public hook for received updates; `_handle` is where every message
+    from the server passes, so this wraps it and records what was applied.
+    """
+
+    def __init__(self, url: str, name: str, *, doc: pycrdt.Doc[Any]) -> None:
+        super().__init__(url, name, doc=doc)
+        self.room = name
+        self.received: list[bytes] = []
+        self.sync_updates = 0  # of the first sync: its SyncStep2 and any pieces before it
+        self.live_updates = 0  # after it: other clients' edits, relayed by the server
+        self.edits = 0  # local transactions
+        self.live = asyncio.Event()  # set on the first live update
+
+    def _handle(self, message: protocol.Message) -> None:
+        # Until the SyncStep2, updates are pieces of a large first sync (or edits relayed
+        # while it was on its way): counted with the first sync.
+        first_sync = not self.synced.is_set()
+        super()._handle(message)  # raises if the update could not be applied
+        if isinstance(message, protocol.SyncUpdate | protocol.SyncStep2):
+            if message.update == EMPTY_UPDATE:
+                return
+            self.received.append(message.update)
+            if first_sync:
+                self.sync_updates += 1
+            else:
+                self.live_updates += 1
+                self.live.set()
+
+
+_WORDS = "lorem ipsum dolor sit amet crash kill durable commit relay sync wal".split()
+
+
+def edit_once(doc: pycrdt.Doc[Any], rng: random.Random) -> None:
+    """One random transaction; the text stays around a few thousand characters."""
+    text = doc.get(TEXT, type=pycrdt.Text)
+    meta = doc.get(MAP, type=pycrdt.Map)
+    items = doc.get(ARRAY, type=pycrdt.Array)
+    op = rng.random()
+    size = len(text)
+    with doc.transaction():
+        if (op < 0.5 and size < 4000) or size == 0:
+            word = rng.choice(_WORDS) + rng.choice(" .,\n")
+            text.insert(rng.randint(0, size), word[: rng.randint(1, len(word))])
+        elif op < 0.75:
+            start = rng.randrange(size)
+            del text[start : min(size, start + rng.randint(1, 12))]
+        elif op < 0.8:
+            start = rng.randrange(size)
+            end = min(size, start + rng.randint(1, 20))
+            text.format(start, end, {rng.choice(("bold", "italic")): rng.choice((True, None))})
+        elif op < 0.93:
+            key = f"k{rng.randrange(16)}"
+            if rng.random() < 0.2 and key in meta:
+                del meta[key]
+            else:
+                meta[key] = rng.choice((rng.randrange(1000), rng.choice(_WORDS), [1, 2], None))
+        elif len(items) > 40 or (len(items) and rng.random() < 0.3):
+            del items[rng.randrange(len(items))]
+        else:
+            items.append(rng.choice((rng.randrange(1000), rng.choice(_WORDS))))
+
+
+async def edit(client: RecordingClient, rng: random.Random, max_pause: float) -> None:
+    while not client.closed.is_set():
+        edit_once(client.doc, rng)
+        client.edits += 1
+        await asyncio.sleep(rng.uniform(0, max_pause))
+
+
+# --- the check ---------------------------------------------------------------------------
+
+Ranges = dict[int, list[tuple[int, int]]]  # client -> sorted, merged [start, end)
+
+
+def _var_uint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _merged(ranges: dict[int, list[tuple[int, int]]]) -> Ranges:
+    out: Ranges = {}
+    for client, spans in ranges.items():
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        out[client] = merged
+    return out
+
+
+def update_ranges(update: bytes) -> tuple[Ranges, Ranges]:
+    """(clock ranges of the structs, Skips aside; clock ranges of the delete set)."""
+    found = structs(update)
+    inserted: dict[int, list[tuple[int, int]]] = {}
+    for (client, clock), struct in found:
+        if not struct.is_skip:
+            inserted.setdefault(client, []).append((clock, clock + struct.length))
+    # The delete set follows the last struct (or the 0 that says there are no structs).
+    pos = max((struct.end for _, struct in found), default=1)
+    deleted: dict[int, list[tuple[int, int]]] = {}
+    clients, pos = _var_uint(update, pos)
+    for _ in range(clients):
+        client, pos = _var_uint(update, pos)
+        count, pos = _var_uint(update, pos)
+        for _ in range(count):
+            clock, pos = _var_uint(update, pos)
+            length, pos = _var_uint(update, pos)
+            deleted.setdefault(client, []).append((clock, clock + length))
+    if pos != len(update):
+        raise ValueError(f"{len(update) - pos} unexpected bytes after the delete set")
+    return _merged(inserted), _merged(deleted)
+
+
+def _uncovered(spans: Ranges, cover: Ranges) -> list[tuple[int, int, int]]:
+    """The parts of `spans` that `cover` lacks, as (client, start, end)."""
+    missing = []
+    for client, wanted in spans.items():
+        have = cover.get(client, [])
+        starts = [start for start, _ in have]
+        for start, end in wanted:
+            pos = start
+            i = bisect.bisect_right(starts, pos) - 1
+            while pos < end:
+                if 0 <= i < len(have) and have[i][0] <= pos < have[i][1]:
+                    pos = have[i][1]
+                    i += 1
+                    continue
+                gap_end = min(end, have[i + 1][0] if i + 1 < len(have) else end)
+                gap_end = max(gap_end, pos + 1)
+                missing.append((client, pos, gap_end))
+                pos = gap_end
+                i += 1
+    return missing
+
+
+@dataclass
+class Missing:
+    """What of one received update the server's state lacks."""
+
+    index: int  # in the client's received list
+    structs: list[tuple[int, int, int]]  # (client, start clock, end clock)
+    deletions: list[tuple[int, int, int]]
+
+
+class ServerState:
+    """The restarted server's state of one document, indexed for containment checks."""
+
+    def __init__(self, state: bytes) -> None:
+        self.state = state
+        self.inserted, self.deleted = update_ranges(state)
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self.doc.apply_update(state)
+
+    def missing(self, index: int, update: bytes) -> Missing | None:
+        inserted, deleted = update_ranges(update)
+        lost = Missing(
+            index, _uncovered(inserted, self.inserted), _uncovered(deleted, self.deleted)
+        )
+        return lost if lost.structs or lost.deletions else None
+
+    def clock_of(self, client: int) -> int:
+        """How far the server holds `client`'s structs from clock 0."""
+        spans = self.inserted.get(client, [])
+        return spans[0][1] if spans and spans[0][0] == 0 else 0
+
+
+def content(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
+    return {
+        TEXT: doc.get(TEXT, type=pycrdt.Text).diff(),
+        MAP: doc.get(MAP, type=pycrdt.Map).to_py(),
+        ARRAY: doc.get(ARRAY, type=pycrdt.Array).to_py(),
+    }
+
+
+def changes_applied(server: ServerState, received: list[bytes]) -> str | None:
+    """Apply the received updates over a copy of the server's state: what changes, if
+    anything (None: nothing, the server holds all of it)."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(server.state)
+    for update in received:
+        doc.apply_update(update)
+    changed = []
+    if doc.get_state() != server.doc.get_state():
+        changed.append("state vector")
+    if doc.get_update() != server.doc.get_update():
+        changed.append("encoded state")
+    before, after = content(server.doc), content(doc)
+    changed += [
+        f"{root}: {before[root]!r} -> {after[root]!r}"
+        for root in before
+        if before[root] != after[root]
+    ]
+    return "; ".join(changed) or None
+
+
+# --- one round ---------------------------------------------------------------------------
+
+
+@dataclass
+class ClientResult:
+    round: int
+    room: str
+    client_id: int
+    edits: int  # local transactions
+    sync_updates: int
+    live_updates: int
+    verified: int  # received updates the restarted server holds entirely
+    own_ticks: int  # clock ticks of this client's own edits
+    own_ticks_lost: int  # ... not on the server after the restart (allowed: never relayed)
+    missing: list[Missing] = field(default_factory=list)
+    changed: str | None = None  # what applying everything received changed on the server
+
+    @property
+    def received(self) -> int:
+        return self.sync_updates + self.live_updates
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.missing or self.changed)
+
+
+@dataclass
+class RoundResult:
+    round: int
+    kill_after: float  # seconds of editing after every client was busy
+    restart_seconds: float  # SIGKILL -> the restarted server serves
+    clients: list[ClientResult]
+    state_bytes: dict[str, int]  # room -> size of its state after the restart
+    refused: int = 0  # connections the server refused with 503 (then retried)
+
+    @property
+    def lost(self) -> bool:
+        return any(client.lost for client in self.clients)
+
+
+def room_name(index: int) -> str:
+    return f"crash-test/room-{index}"
+
+
+async def fetch_state(session: aiohttp.ClientSession, http: str, name: str) -> bytes:
+    url = f"{http}/api/docs/{quote(name, safe='')}"
+    async with session.get(url, params={"format": "update"}) as response:
+        if response.status == 404:
+            return EMPTY_UPDATE
+        response.raise_for_status()
+        return await response.read()
+
+
+def _state_clock(state_vector: bytes, client: int) -> int:
+    count, pos = _var_uint(state_vector, 0)
+    for _ in range(count):
+        found, pos = _var_uint(state_vector, pos)
+        clock, pos = _var_uint(state_vector, pos)
+        if found == client:
+            return clock
+    return 0
+
+
+def check_client(number: int, client: RecordingClient, server: ServerState) -> ClientResult:
+    missing = [
+        lost
+        for index, update in enumerate(client.received)
+        if (lost := server.missing(index, update)) is not None
+    ]
+    own_ticks = _state_clock(client.doc.get_state(), client.client_id)
+    return ClientResult(
+        round=number,
+        room=client.room,
+        client_id=client.client_id,
+        edits=client.edits,
+        sync_updates=client.sync_updates,
+        live_updates=client.live_updates,
+        verified=len(client.received) - len(missing),
+        own_ticks=own_ticks,
+        own_ticks_lost=max(0, own_ticks - server.clock_of(client.client_id)),
+        missing=missing,
+        changed=changes_applied(server, client.received),
+    )
+
+
+async def _close_all(clients: list[RecordingClient]) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(15):
+            await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+
+
+async def connect(client: RecordingClient, attempts: int = 10) -> int:
+    """Connect and sync; retry a 503 (a document the server could not load). Returns the
+    number of refusals."""
+    for attempt in range(attempts):
+        try:
+            await client.connect(timeout=30)
+            return attempt
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status != 503 or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _new_client_id(rng: random.Random, used: set[int]) -> int:
+    while (client_id := rng.getrandbits(32)) in used:
+        pass
+    used.add(client_id)
+    return client_id
+
+
+async def run_round(
+    server: ServerProcess,
+    number: int,
+    options: Options,
+    rng: random.Random,
+    used_ids: set[int],
+    evidence: Path | None = None,
+) -> RoundResult:
+    """One round: connect, edit, SIGKILL, restart, check. The server serves on return."""
+    clients = [
+        RecordingClient(
+            server.url,
+            room_name(i % options.rooms),
+            doc=pycrdt.Doc(client_id=_new_client_id(rng, used_ids)),
+        )
+        for i in range(options.clients)
+    ]
+    editors: list[asyncio.Task[None]] = []
+    try:
+        refused = sum(await asyncio.gather(*(connect(client) for client in clients)))
+        editors = [
+            asyncio.create_task(edit(client, random.Random(rng.random()), options.max_pause))
+            for client in clients
+        ]
+        # Busy: every client that shares its room has received a live update.
+        sharing = [c for c in clients if sum(o.room == c.room for o in clients) > 1]
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(client.live.wait() for client in sharing))
+        kill_after = rng.uniform(options.min_kill, options.max_kill)
+        await asyncio.sleep(kill_after)
+        killed_at = time.monotonic()
+        server.kill()
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
+        # The sockets are dead; each client reads what was already on its way to it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await asyncio.gather(*(client.closed.wait() for client in clients))
+        await _close_all(clients)
+        await server.start()
+        restart_seconds = time.monotonic() - killed_at
+        states: dict[str, ServerState] = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            for index in range(options.rooms):
+                name = room_name(index)
+                states[name] = ServerState(await fetch_state(session, server.http, name))
+        result = RoundResult(
+            number,
+            kill_after,
+            restart_seconds,
+            [check_client(number, client, states[client.room]) for client in clients],
+            {name: len(state.state) for name, state in states.items()},
+            refused,
+        )
+        if result.lost and evidence is not None:
+            save_evidence(evidence, result, clients, states)
+        return result
+    finally:
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
+        await _close_all(clients)
+
+
+def save_evidence(
+    directory: Path,
+    result: RoundResult,
+    clients: list[RecordingClient],
+    states: dict[str, ServerState],
+) -> None:
+    """Write what a loss needs to be studied: the states, every received update, a report."""
+    base = directory / f"round-{result.round}"
+    base.mkdir(parents=True, exist_ok=True)
+    for name, state in states.items():
+        (base / f"server-{quote(name, safe='')}.update").write_bytes(state.state)
+    for client, checked in zip(clients, result.clients, strict=True):
+        if not checked.lost:
+            continue
+        folder = base / f"client-{client.client_id}"
+        folder.mkdir(exist_ok=True)
+        for index, update in enumerate(client.received):
+            (folder / f"received-{index:05d}.update").write_bytes(update)
+        (folder / "client-doc.update").write_bytes(client.doc.get_update())
+    (base / "report.json").write_text(json.dumps(asdict(result), indent=1, default=str))
+
+
+# --- the whole run -----------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    options: Options
+    seed: int
+    workdir: Path
+    rounds: list[RoundResult] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None  # why the run stopped early, if it did
+    final_sync: str | None = None  # WebSocket sync vs REST state at the end
+
+    @property
+    def clients(self) -> list[ClientResult]:
+        return [client for result in self.rounds for client in result.clients]
+
+    @property
+    def failed(self) -> bool:
+        """A loss, an error, or a final sync that differs from the stored state."""
+        final_ok = self.final_sync is not None and self.final_sync.startswith("equal")
+        return bool(self.losses) or self.error is not None or not final_ok
+
+    @property
+    def kills(self) -> int:
+        return len(self.rounds)
+
+    @property
+    def received(self) -> int:
+        return sum(client.received for client in self.clients)
+
+    @property
+    def verified(self) -> int:
+        return sum(client.verified for client in self.clients)
+
+    @property
+    def losses(self) -> list[ClientResult]:
+        return [client for client in self.clients if client.lost]
+
+    def figures(self) -> list[tuple[str, str]]:
+        clients = self.clients
+        restarts = [result.restart_seconds for result in self.rounds] or [0.0]
+        kill_after = [result.kill_after for result in self.rounds] or [0.0]
+        live = [client.live_updates for client in clients] or [0]
+        lost_updates = sum(len(client.missing) for client in self.losses)
+        sizes = self.rounds[-1].state_bytes if self.rounds else {}
+        log = self.workdir / "server.log"
+        log_text = log.read_text(errors="replace") if log.exists() else ""
+        own_lost = sum(client.own_ticks_lost for client in clients)
+        own = sum(client.own_ticks for client in clients)
+        return [
+            ("seed", str(self.seed)),
+            ("rounds", f"{len(self.rounds)} of {self.options.rounds}"),
+            ("server kills (SIGKILL)", str(self.kills)),
+            ("clients per round / rooms", f"{self.options.clients} / {self.options.rooms}"),
+            ("edits made by clients", str(sum(client.edits for client in clients))),
+            (
+                "updates received from the server",
+                f"{self.received} ({sum(live)} live, "
+                f"{sum(c.sync_updates for c in clients)} first syncs)",
+            ),
+            (
+                "live updates per client per round",
+                f"min {min(live)}, median {statistics.median(live):g}, max {max(live)}",
+            ),
+            ("received updates verified after restart", str(self.verified)),
+            (
+                "LOSSES (received, then missing)",
+                f"{lost_updates} updates, {len(self.losses)} clients",
+            ),
+            (
+                "own edits never relayed, lost (allowed)",
+                f"{own_lost} of {own} clock ticks ({100 * own_lost / max(own, 1):.2f} %)",
+            ),
+            (
+                "kill after busy, avg / max",
+                f"{statistics.mean(kill_after):.2f} / {max(kill_after):.2f} s",
+            ),
+            (
+                "SIGKILL -> serving again, avg / max",
+                f"{1000 * statistics.mean(restarts):.0f} / {1000 * max(restarts):.0f} ms",
+            ),
+            ("final document states", ", ".join(f"{n} {b} B" for n, b in sizes.items())),
+            (
+                "connections refused with 503, retried",
+                str(sum(result.refused for result in self.rounds)),
+            ),
+            ("server log ERROR / Traceback lines", _log_counts(log_text)),
+            ("final WebSocket sync vs REST state", self.final_sync or "not checked"),
+            ("run time", f"{self.seconds:.1f} s"),
+        ]
+
+    def table(self) -> str:
+        figures = self.figures()
+        width = max(len(name) for name, _ in figures)
+        lines = [f"{name:<{width}}  {value}" for name, value in figures]
+        if self.error:
+            lines.append(f"{'STOPPED':<{width}}  {self.error}")
+        return "\n".join(lines)
+
+
+def _log_counts(text: str) -> str:
+    lines = text.splitlines()
+    return f"{sum(' ERROR ' in f' {line} ' for line in lines)} / " + str(
+        sum("Traceback" in line for line in lines)
+    )
+
+
+async def run(
+    options: Options,
+    workdir: Path,
+    *,
+    stop_on_loss: bool = True,
+    progress: bool = False,
+    summary: Summary | None = None,
+) -> Summary:
+    """Run the rounds against one server and database in `workdir`; the server is killed
+    on return, however this ends. Results go into `summary` as they come (give one to
+    keep them if this is interrupted)."""
+    if summary is None:
+        seed = options.seed if options.seed is not None else random.randrange(2**32)
+        summary = Summary(options, seed, workdir)
+    rng = random.Random(summary.seed)
+    used_ids: set[int] = set()
+    extra = (
+        ["--snapshot-updates", str(options.snapshot_updates)] if options.snapshot_updates else []
+    )
+    server = ServerProcess(
+        workdir / "crash.db", workdir / "server.log", extra + options.server_args
+    )
+    started = time.monotonic()
+    try:
+        await server.start()
+        for number in range(1, options.rounds + 1):
+            async with asyncio.timeout(options.round_timeout):
+                result = await run_round(
+                    server, number, options, rng, used_ids, workdir / "evidence"
+                )
+            summary.rounds.append(result)
+            if progress:
+                _print_round(result)
+            if result.lost and stop_on_loss:
+                summary.error = f"loss in round {number}: evidence in {workdir / 'evidence'}"
+                break
+        async with asyncio.timeout(60):
+            summary.final_sync = await final_sync_check(server, options)
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, and exit 1
+        summary.error = f"round {len(summary.rounds) + 1}: {type(exc).__name__}: {exc}"
+        summary.error += "\n" + "".join(traceback.format_exception(exc)[-6:])
+    finally:
+        server.kill()
+        summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def final_sync_check(server: ServerProcess, options: Options) -> str:
+    """Whether a fresh client's first sync brings exactly the REST API's state, per room."""
+    differing = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for index in range(options.rooms):
+            name = room_name(index)
+            state = ServerState(await fetch_state(session, server.http, name))
+            client = RecordingClient(server.url, name, doc=pycrdt.Doc())
+            await connect(client)
+            await client.close()
+            if (
+                changes_applied(state, client.received) is not None
+                or client.doc.get_state() != state.doc.get_state()
+                or content(client.doc) != content(state.doc)
+            ):
+                differing.append(name)
+    return f"differ: {', '.join(differing)}" if differing else f"equal ({options.rooms} rooms)"
+
+
+def _print_round(result: RoundResult) -> None:
+    live = [client.live_updates for client in result.clients]
+    verdict = "LOSS" if result.lost else "ok"
+    print(
+        f"round {result.round:4d}: killed {result.kill_after:.2f} s after busy, "
+        f"restart {1000 * result.restart_seconds:4.0f} ms, "
+        f"received {sum(c.received for c in result.clients):5d} "
+        f"(live {min(live)}-{max(live)} per client), {verdict}",
+        flush=True,
+    )
+    for client in result.clients:
+        if client.lost:
+            print(f"  client {client.client_id} in {client.room}:", flush=True)
+            for missing in client.missing[:10]:
+                print(f"    received update {missing.index} missing {missing}", flush=True)
+            if client.changed:
+                print(f"    applying what it received changes: {client.changed[:2000]}")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
+    defaults = Options()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=defaults.rounds)
+    parser.add_argument("--clients", type=int, default=defaults.clients)
+    parser.add_argument("--rooms", type=int, default=defaults.rooms)
+    parser.add_argument("--seed", type=int, default=None, help="random by default; printed")
+    parser.add_argument("--min-kill", type=float, default=defaults.min_kill, metavar="S")
+    parser.add_argument("--max-kill", type=float, default=defaults.max_kill, metavar="S")
+    parser.add_argument(
+        "--max-pause",
+        type=float,
+        default=defaults.max_pause,
+        metavar="S",
+        help="longest pause between two edits of a client",
+    )
+    parser.add_argument(
+        "--snapshot-updates",
+        type=int,
+        default=defaults.snapshot_updates,
+        help="passed to the server (0: its default)",
+    )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for `collab serve` (repeat it)",
+    )
+    parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
+    parser.add_argument("--keep", action="store_true", help="keep the directory after success")
+    parser.add_argument("--continue-on-loss", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no line per round")
+    args = parser.parse_args(argv)
+    if args.clients < 2 or args.rooms < 1 or args.rooms * 2 > args.clients:
+        parser.error("every room needs at least two clients (--clients >= 2 * --rooms)")
+    if not 0 <= args.min_kill <= args.max_kill:
+        parser.error("need 0 <= --min-kill <= --max-kill")
+    options = Options(
+        clients=args.clients,
+        rooms=args.rooms,
+        rounds=args.rounds,
+        seed=args.seed,
+        min_kill=args.min_kill,
+        max_kill=args.max_kill,
+        max_pause=args.max_pause,
+        snapshot_updates=args.snapshot_updates,
+        server_args=args.server_arg,
+    )
+    return options, args
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, args = parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="collab-crash-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"crash test in {workdir}: {' '.join(sys.argv)}", flush=True)
+    seed = options.seed if options.seed is not None else random.randrange(2**32)
+    summary = Summary(options, seed, workdir)
+    started = time.monotonic()
+    try:
+        asyncio.run(
+            run(
+                options,
+                workdir,
+                stop_on_loss=not args.continue_on_loss,
+                progress=not args.quiet,
+                summary=summary,
+            )
+        )
+    except (KeyboardInterrupt, SystemExit) as exc:
+        summary.error = f"interrupted ({type(exc).__name__}) in round {len(summary.rounds) + 1}"
+        summary.seconds = time.monotonic() - started
+    finally:
+        kill_all_servers()
+    print()
+    print(summary.table())
+    failed = summary.failed
+    if failed or args.keep or args.workdir:
+        print(f"kept: {workdir} (crash.db, server.log, evidence/)")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
