@@ -17,18 +17,7 @@ from collab import __version__
 from collab.appkeys import DOCUMENTS, GUARD, ROOMS, SETTINGS
 from collab.auth import Permission, Revocation, allows
 from collab.documents import FORMATS, Format, check_label
-from collab.errors import (
-    BadRequest,
-    CollabError,
-    Conflict,
-    DatabaseInUse,
-    Forbidden,
-    InvalidDocName,
-    NotFound,
-    QuotaExceeded,
-    StoreError,
-    Unauthorized,
-)
+from collab.errors import HTTP_ERROR, BadRequest, CollabError, Forbidden, error_json
 from collab.names import check_doc_name
 from collab.openapi import spec
 from collab.store import iso_time
@@ -37,29 +26,11 @@ log = logging.getLogger(__name__)
 
 Handler = Any
 
-_STATUS: list[tuple[type[CollabError], int]] = [
-    (InvalidDocName, 400),
-    (BadRequest, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (QuotaExceeded, 413),
-    (StoreError, 503),
-    (DatabaseInUse, 503),
-]
-
-
-def _error(status: int, message: str) -> web.Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return web.json_response(
-        {"error": {"status": status, "message": message}}, status=status, headers=headers
-    )
-
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Under /api, every error is JSON: `{"error": {"status": ..., "message": ...}}`."""
+    """Under /api, every error is JSON: `{"error": {"status", "code", "message"}}`, with
+    the status and code of its class in collab.errors."""
     if not request.path.startswith("/api/"):
         response: web.StreamResponse = await handler(request)
         return response
@@ -70,18 +41,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason if exc.text is None else exc.text.strip())
+        message = exc.reason if exc.text is None else exc.text.strip()
+        return web.json_response(error_json(exc.status, HTTP_ERROR, message), status=exc.status)
     except CollabError as exc:
-        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
         log.log(
-            logging.ERROR if status >= 500 else logging.INFO,
+            logging.ERROR if exc.status >= 500 else logging.INFO,
             "%s %s: %d %s",
             request.method,
             request.path,
-            status,
+            exc.status,
             exc,
         )
-        return _error(status, str(exc))
+        return web.json_response(exc.as_json(), status=exc.status, headers=exc.headers)
 
 
 @web.middleware

@@ -30,7 +30,6 @@ from collab.auth import (
 )
 from collab.config import Settings
 from collab.errors import Forbidden, TooMany, Unauthorized
-from collab.peer import CLOSE_ACCESS_REVOKED
 from collab.rooms import Rooms
 from collab.store import Store
 
@@ -157,7 +156,7 @@ class Guard:
                     continue
                 now_allowed = self.permission(peer.grant, room.name)
                 if now_allowed == "none":
-                    peer.close(CLOSE_ACCESS_REVOKED, "access revoked")
+                    peer.close(Forbidden.close_code, "access revoked")
                 elif not allows(now_allowed, peer.access):
                     room.downgrade(peer)
                 else:

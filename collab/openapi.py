@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from collab import __version__
+from collab.errors import HTTP_ERROR, error_classes
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -76,8 +77,17 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "error": {
                 "type": "object",
-                "required": ["status", "message"],
-                "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+                "required": ["status", "code", "message"],
+                "properties": {
+                    "status": {"type": "integer"},
+                    "code": {
+                        "type": "string",
+                        "description": "Which error (the classes of collab/errors.py); "
+                        f"`{HTTP_ERROR}` for one of HTTP itself, such as an unknown route",
+                        "enum": sorted({kind.code for kind in error_classes()} | {HTTP_ERROR}),
+                    },
+                    "message": {"type": "string"},
+                },
             }
         },
     },

@@ -20,17 +20,7 @@ import aiohttp
 
 from collab.config import Settings
 from collab.documents import Documents, Format
-from collab.errors import (
-    BadRequest,
-    CollabError,
-    Conflict,
-    DatabaseInUse,
-    DocNotFound,
-    Forbidden,
-    NotFound,
-    StoreError,
-    Unauthorized,
-)
+from collab.errors import CollabError, DatabaseInUse, StoreError, Unauthorized, error_from_json
 from collab.lockfile import DatabaseLock, holder
 from collab.rooms import Rooms
 from collab.store.sqlite import SQLiteStore
@@ -88,15 +78,6 @@ class LocalAccess:
         return await self._documents.compact(progress)
 
 
-_ERRORS: dict[int, type[CollabError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
-
-
 class RemoteAccess:
     """Through a running server's REST API."""
 
@@ -113,21 +94,10 @@ class RemoteAccess:
             async with self._session.request(method, url, **kwargs) as response:
                 body = await response.read()
                 if response.status >= 400:
-                    raise self._error(response.status, body)
+                    raise _error(response.status, body)
                 return body
         except aiohttp.ClientError as exc:
             raise DatabaseInUse(f"the server at {self._base} does not answer: {exc}") from exc
-
-    def _error(self, status: int, body: bytes) -> CollabError:
-        try:
-            message = str(json.loads(body)["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            message = body.decode(errors="replace")[:200]
-        if status == 404 and message.startswith("no document"):
-            return DocNotFound(message)
-        if status == 401:
-            message += " (give --token, or --auth-secret to mint one)"
-        return _ERRORS.get(status, StoreError)(message)
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
         return json.loads(await self._call(method, url, **kwargs))
@@ -165,6 +135,18 @@ class RemoteAccess:
     async def compact(self, progress: Progress | None = None) -> int:
         deleted: int = (await self._json("POST", f"{self._base}/api/compact"))["deleted_versions"]
         return deleted
+
+
+def _error(status: int, body: bytes) -> CollabError:
+    """The error the server answered with, of the class it raised (by its code)."""
+    try:
+        decoded: Any = json.loads(body)
+    except ValueError:
+        decoded = body.decode(errors="replace")[:200]
+    error = error_from_json(status, decoded)
+    if isinstance(error, Unauthorized):
+        return type(error)(f"{error} (give --token, or --auth-secret to mint one)")
+    return error
 
 
 @asynccontextmanager
