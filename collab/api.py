@@ -16,19 +16,8 @@ from aiohttp import web
 from collab import __version__
 from collab.appkeys import DOCUMENTS, GUARD, ROOMS, SETTINGS
 from collab.auth import Permission, Revocation, allows
-from collab.documents import FORMATS, Format, check_label
-from collab.errors import (
-    BadRequest,
-    CollabError,
-    Conflict,
-    DatabaseInUse,
-    Forbidden,
-    InvalidDocName,
-    NotFound,
-    QuotaExceeded,
-    StoreError,
-    Unauthorized,
-)
+from collab.documents import Exported, check_format
+from collab.errors import HTTP_ERROR, BadRequest, CollabError, Forbidden, error_json
 from collab.names import check_doc_name
 from collab.openapi import spec
 from collab.store import iso_time
@@ -37,29 +26,11 @@ log = logging.getLogger(__name__)
 
 Handler = Any
 
-_STATUS: list[tuple[type[CollabError], int]] = [
-    (InvalidDocName, 400),
-    (BadRequest, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (QuotaExceeded, 413),
-    (StoreError, 503),
-    (DatabaseInUse, 503),
-]
-
-
-def _error(status: int, message: str) -> web.Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return web.json_response(
-        {"error": {"status": status, "message": message}}, status=status, headers=headers
-    )
-
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Under /api, every error is JSON: `{"error": {"status": ..., "message": ...}}`."""
+    """Under /api, every error is JSON: `{"error": {"status", "code", "message"}}`, with
+    the status and code of its class in collab.errors."""
     if not request.path.startswith("/api/"):
         response: web.StreamResponse = await handler(request)
         return response
@@ -70,18 +41,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason if exc.text is None else exc.text.strip())
+        message = exc.reason if exc.text is None else exc.text.strip()
+        return web.json_response(error_json(exc.status, HTTP_ERROR, message), status=exc.status)
     except CollabError as exc:
-        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
         log.log(
-            logging.ERROR if status >= 500 else logging.INFO,
+            logging.ERROR if exc.status >= 500 else logging.INFO,
             "%s %s: %d %s",
             request.method,
             request.path,
-            status,
+            exc.status,
             exc,
         )
-        return _error(status, str(exc))
+        return web.json_response(exc.as_json(), status=exc.status, headers=exc.headers)
 
 
 @web.middleware
@@ -122,11 +93,22 @@ async def _allow(request: web.Request, need: Permission) -> str:
     return name
 
 
-def _format(request: web.Request) -> Format:
-    fmt = request.query.get("format", "json")
-    if fmt not in FORMATS:
-        raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
-    return fmt
+async def _json_object(request: web.Request, hint: str) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(hint) from exc
+    if not isinstance(body, dict):
+        raise BadRequest(hint)
+    return body
+
+
+def _content(exported: Exported) -> web.Response:
+    return web.Response(
+        body=exported.body,
+        content_type=exported.content_type.split(";")[0],
+        charset="utf-8" if "charset" in exported.content_type else None,
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -146,17 +128,18 @@ async def list_docs(request: web.Request) -> web.Response:
     summaries = [
         summary
         for summary in await request.app[DOCUMENTS].summaries()
-        if allows(guard.permission(grant, summary.info.name), "read")
+        if allows(guard.permission(grant, summary.name), "read")
     ]
     return web.json_response({"docs": [summary.as_json() for summary in summaries]})
 
 
-async def get_doc(request: web.Request) -> web.Response:
-    exported = await request.app[DOCUMENTS].export(await _allow(request, "read"), _format(request))
-    return web.Response(
-        body=exported.body,
-        content_type=exported.content_type.split(";")[0],
-        charset="utf-8" if "charset" in exported.content_type else None,
+async def get_content(request: web.Request) -> web.Response:
+    """A document's content now, or at the version the path names."""
+    version = request.match_info.get("version")
+    name = await _allow(request, "read")
+    fmt = check_format(request.query.get("format", "json"))
+    return _content(
+        await request.app[DOCUMENTS].export(name, fmt, None if version is None else int(version))
     )
 
 
@@ -174,38 +157,20 @@ async def post_update(request: web.Request) -> web.Response:
 
 async def list_versions(request: web.Request) -> web.Response:
     versions = await request.app[DOCUMENTS].versions(await _allow(request, "read"))
-    return web.json_response({"versions": [snapshot.as_json() for snapshot in versions]})
+    return web.json_response({"versions": [version.as_json() for version in versions]})
 
 
 async def post_version(request: web.Request) -> web.Response:
     name = await _allow(request, "write")
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest('send a JSON object: {"label": "..."}') from exc
-    if not isinstance(body, dict):
-        raise BadRequest('send a JSON object: {"label": "..."}')
-    snapshot = await request.app[DOCUMENTS].take_version(name, check_label(body.get("label")))
-    return web.json_response(snapshot.as_json(), status=201)
-
-
-async def get_version(request: web.Request) -> web.Response:
-    version = int(request.match_info["version"])
-    name = await _allow(request, "read")
-    exported = await request.app[DOCUMENTS].export(name, _format(request), version)
-    return web.Response(
-        body=exported.body,
-        content_type=exported.content_type.split(";")[0],
-        charset="utf-8" if "charset" in exported.content_type else None,
-    )
+    body = await _json_object(request, 'send a JSON object: {"label": "..."}')
+    version = await request.app[DOCUMENTS].take_version(name, body.get("label", ""))
+    return web.json_response(version.as_json(), status=201)
 
 
 async def restore_version(request: web.Request) -> web.Response:
     version = int(request.match_info["version"])
     restored = await request.app[DOCUMENTS].restore(await _allow(request, "write"), version)
-    return web.json_response(
-        {"restored": restored.restored.as_json(), "pre_restore": restored.pre_restore.as_json()}
-    )
+    return web.json_response(restored.as_json())
 
 
 async def compact(request: web.Request) -> web.Response:
@@ -230,11 +195,7 @@ async def access(request: web.Request) -> web.Response:
 
 async def post_revocation(request: web.Request) -> web.Response:
     """Lower a token's or a user's grants, now and for later connections."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("send a JSON object") from exc
-    revocation = _revocation(body)
+    revocation = _revocation(await _json_object(request, "send a JSON object"))
     if any(char in revocation.docs for char in "*?["):
         await _require_global_admin(request)
     else:
@@ -245,9 +206,7 @@ async def post_revocation(request: web.Request) -> web.Response:
     )
 
 
-def _revocation(body: Any) -> Revocation:
-    if not isinstance(body, dict):
-        raise BadRequest("send a JSON object")
+def _revocation(body: dict[str, Any]) -> Revocation:
     token_id, subject = body.get("token_id"), body.get("subject")
     docs, permission = body.get("docs", "*"), body.get("permission", "none")
     if (token_id is None) == (subject is None):
@@ -279,12 +238,12 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/healthz", healthz)
     router.add_get("/api/openapi.json", openapi)
     router.add_get("/api/docs", list_docs)
-    router.add_get("/api/docs/{name}", get_doc)
+    router.add_get("/api/docs/{name}", get_content)
     router.add_delete("/api/docs/{name}", delete_doc)
     router.add_post("/api/docs/{name}/updates", post_update)
     router.add_get("/api/docs/{name}/versions", list_versions)
     router.add_post("/api/docs/{name}/versions", post_version)
-    router.add_get("/api/docs/{name}/versions/{version:[0-9]{1,18}}", get_version)
+    router.add_get("/api/docs/{name}/versions/{version:[0-9]{1,18}}", get_content)
     router.add_post("/api/docs/{name}/versions/{version:[0-9]{1,18}}/restore", restore_version)
     router.add_post("/api/compact", compact)
     router.add_get("/api/docs/{name}/access", access)

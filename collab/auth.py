@@ -19,7 +19,7 @@ from typing import Literal
 
 import jwt
 
-from collab.errors import Unauthorized
+from collab.errors import TokenExpired, Unauthorized
 
 Permission = Literal["none", "read", "write", "admin"]
 GRANTABLE: tuple[Permission, ...] = ("read", "write", "admin")
@@ -144,7 +144,7 @@ def verify(secret: str, token: str, *, now: float) -> Grant:
     ):
         raise Unauthorized("invalid token: iat or exp is not a time")
     if expires is not None and expires <= now:
-        raise Unauthorized("token expired")
+        raise TokenExpired("token expired")
     if issued > now + CLOCK_SKEW:
         raise Unauthorized("invalid token: issued in the future")
     if claims["perm"] not in GRANTABLE or not isinstance(claims["doc"], str):

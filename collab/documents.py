@@ -10,10 +10,10 @@ import asyncio
 import logging
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pycrdt
 
@@ -23,7 +23,7 @@ from collab.journal import Journal
 from collab.protocol import EMPTY_UPDATE
 from collab.room import Room
 from collab.rooms import Rooms
-from collab.store import Catalogue, DocInfo, DocumentStore, History, Version, iso_time
+from collab.store import Catalogue, DocInfo, DocumentStore, History, Version, iso_time, parse_time
 from collab.store.retention import expired, parse_policy
 from collab.yjs import content
 from collab.yjs.restore import RootTypeConflict, restore_updates
@@ -40,25 +40,73 @@ MAX_LABEL_LENGTH = 200
 
 @dataclass(frozen=True, slots=True)
 class DocSummary:
-    info: DocInfo
-    clients: int
+    """A stored document as the API lists it (and the CLI, over the API or not)."""
+
+    name: str
+    created_at: float
+    updated_at: float
+    size: int  # bytes stored now
+    update_count: int  # updates ever stored
+    clients: int  # connections open now
+
+    # The OpenAPI schema of `as_json` (collab/openapi.py serves it).
+    SCHEMA: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["name", "created_at", "updated_at", "size", "update_count", "clients"],
+        "properties": {
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "size": {"type": "integer", "description": "Bytes stored for the document now"},
+            "update_count": {"type": "integer", "description": "Updates ever stored"},
+            "clients": {"type": "integer", "description": "Connections open right now"},
+        },
+    }
+
+    @classmethod
+    def of(cls, info: DocInfo, clients: int) -> DocSummary:
+        return cls(
+            info.name, info.created_at, info.updated_at, info.size, info.update_count, clients
+        )
 
     def as_json(self) -> dict[str, Any]:
-        """How the API and the CLI show a document."""
         return {
-            "name": self.info.name,
-            "created_at": iso_time(self.info.created_at),
-            "updated_at": iso_time(self.info.updated_at),
-            "size": self.info.size,
-            "update_count": self.info.update_count,
+            "name": self.name,
+            "created_at": iso_time(self.created_at),
+            "updated_at": iso_time(self.updated_at),
+            "size": self.size,
+            "update_count": self.update_count,
             "clients": self.clients,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DocSummary:
+        return cls(
+            str(data["name"]),
+            parse_time(data["created_at"]),
+            parse_time(data["updated_at"]),
+            int(data["size"]),
+            int(data["update_count"]),
+            int(data["clients"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Restored:
+    """What a restore did: the version it restored, and the one it kept of the state
+    before (restoring that undoes the restore)."""
+
     restored: Version
     pre_restore: Version
+
+    def as_json(self) -> dict[str, Any]:
+        return {"restored": self.restored.as_json(), "pre_restore": self.pre_restore.as_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], doc: str) -> Restored:
+        return cls(
+            Version.from_json(data["restored"], doc), Version.from_json(data["pre_restore"], doc)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +137,14 @@ def _plan_restore(live: bytes, target: bytes, hints: dict[str, Any]) -> tuple[li
     for update in updates:
         doc.apply_update(update)
     return updates, len(doc.get_update())
+
+
+def check_format(fmt: str) -> Format:
+    """`fmt` if it is one of FORMATS."""
+    for known in FORMATS:
+        if fmt == known:
+            return known
+    raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
 
 
 def check_label(label: Any) -> str:
@@ -149,7 +205,7 @@ class Documents:
         summaries = []
         for info in await self._catalogue.docs():
             room = self._rooms.get(info.name)
-            summaries.append(DocSummary(info, len(room.peers) if room else 0))
+            summaries.append(DocSummary.of(info, len(room.peers) if room else 0))
         return summaries
 
     async def state(self, name: str, version: int | None = None) -> bytes:
@@ -167,8 +223,7 @@ class Documents:
             return room.document.state()
 
     async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported:
-        if fmt not in FORMATS:
-            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        fmt = check_format(fmt)
         state = await self.state(name, version)
         try:
             return await asyncio.to_thread(export, state, fmt, self._hints)

@@ -31,7 +31,6 @@ from collab.auth import (
 )
 from collab.config import Settings
 from collab.errors import Forbidden, TooMany, Unauthorized
-from collab.peer import CLOSE_ACCESS_REVOKED
 from collab.rooms import Rooms
 
 log = logging.getLogger(__name__)
@@ -169,7 +168,7 @@ class Guard:
                     continue
                 now_allowed = self.permission(peer.grant, room.name)
                 if now_allowed == "none":
-                    peer.close(CLOSE_ACCESS_REVOKED, "access revoked")
+                    peer.close(Forbidden.close_code, "access revoked")
                 elif not allows(now_allowed, peer.access):
                     room.downgrade(peer)
                 else:

@@ -1,11 +1,15 @@
 """The OpenAPI document of the REST API, served at /api/openapi.json. The tests check it
-against the live server (schemathesis), so it must say what the server really does."""
+against the live server (schemathesis), so it must say what the server really does. The
+records' schemas are theirs (beside their `as_json`), the error codes the error tree's."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from collab import __version__
+from collab.documents import FORMATS, DocSummary
+from collab.errors import HTTP_ERROR, error_classes
+from collab.store import Version
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -58,7 +62,7 @@ _FORMAT = {
     "required": False,
     "description": "`json` (default): each root as JSON; `text`: plain text of the text and "
     "XML roots; `update`: the binary Yjs state.",
-    "schema": {"type": "string", "enum": ["json", "text", "update"], "default": "json"},
+    "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
 }
 _CONTENT = {
     "description": "The document's content in the asked format",
@@ -76,35 +80,22 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "error": {
                 "type": "object",
-                "required": ["status", "message"],
-                "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+                "required": ["status", "code", "message"],
+                "properties": {
+                    "status": {"type": "integer"},
+                    "code": {
+                        "type": "string",
+                        "description": "Which error (the classes of collab/errors.py); "
+                        f"`{HTTP_ERROR}` for one of HTTP itself, such as an unknown route",
+                        "enum": sorted({kind.code for kind in error_classes()} | {HTTP_ERROR}),
+                    },
+                    "message": {"type": "string"},
+                },
             }
         },
     },
-    "DocSummary": {
-        "type": "object",
-        "required": ["name", "created_at", "updated_at", "size", "update_count", "clients"],
-        "properties": {
-            "name": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "size": {"type": "integer", "description": "Bytes stored for the document now"},
-            "update_count": {"type": "integer", "description": "Updates ever stored"},
-            "clients": {"type": "integer", "description": "Connections open right now"},
-        },
-    },
-    "Version": {
-        "type": "object",
-        "required": ["id", "created_at", "kind", "label", "size", "update_count"],
-        "properties": {
-            "id": {"type": "integer"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "kind": {"type": "string", "enum": ["auto", "named", "pre-restore"]},
-            "label": {"type": "string", "nullable": True},
-            "size": {"type": "integer", "description": "Bytes of the stored state"},
-            "update_count": {"type": "integer", "description": "Updates it covers"},
-        },
-    },
+    "DocSummary": DocSummary.SCHEMA,
+    "Version": Version.SCHEMA,
     "RevocationRequest": {
         "type": "object",
         "description": "Exactly one of token_id (a token's jti) and subject (its sub).",

@@ -18,17 +18,9 @@ from collab.auth import OPEN_GRANT, Grant, Permission
 
 log = logging.getLogger(__name__)
 
+# The closes that are no error (an error's close code is its class's, in collab.errors).
 CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED = 1003
-CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
-# Application codes. y-websocket 3.1 does not reconnect after a code in 4400-4499, and
-# treats 4500-4599 as "try again later".
-CLOSE_ACCESS_REVOKED = 4403
-CLOSE_DOC_DELETED = 4404
-CLOSE_RATE_LIMITED = 4429
-CLOSE_TOKEN_EXPIRED = 4501
 
 
 class Transport(Protocol):

@@ -13,9 +13,8 @@ import time
 from collections.abc import Iterator
 
 from collab.config import Settings
-from collab.errors import StoreError
+from collab.errors import DocNotFound, StoreError
 from collab.journal import Journal
-from collab.peer import CLOSE_DOC_DELETED
 from collab.room import Room
 from collab.store import Catalogue
 
@@ -150,7 +149,7 @@ class Rooms:
             room = self._rooms.pop(name, None)
             live = False
             if room is not None:
-                room.close_peers(CLOSE_DOC_DELETED, "document deleted")
+                room.close_peers(DocNotFound.close_code, "document deleted")
                 live = not room.is_empty
                 # Appends already handed to the store still complete; the delete is
                 # queued after them.

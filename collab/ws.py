@@ -1,7 +1,8 @@
 """The WebSocket endpoint: upgrade, read loop, writer task. It only translates between
-aiohttp and a Room: frames in, `Room.receive`; errors out as close codes, for the
-offending peer only. A request that is not allowed is refused before the upgrade; a
-document that cannot be loaded closes the WebSocket with 1011.
+aiohttp and a Room: frames in, `Room.receive`; errors out as their close codes (see
+collab.errors), for the offending peer only. A request that is not allowed is refused
+before the upgrade with its error's status; a document that cannot be loaded closes the
+WebSocket with StoreError's 1011.
 """
 
 from __future__ import annotations
@@ -20,25 +21,15 @@ from collab.config import Settings
 from collab.errors import (
     CollabError,
     Forbidden,
-    InvalidDocName,
-    ProtocolError,
     StoreError,
+    TokenExpired,
     TooMany,
-    Unauthorized,
     UnsupportedMessage,
 )
 from collab.frames import DirectWriter
 from collab.limits import TokenBucket
 from collab.names import doc_name_from_path
-from collab.peer import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_RATE_LIMITED,
-    CLOSE_TOKEN_EXPIRED,
-    CLOSE_UNSUPPORTED,
-    Peer,
-)
+from collab.peer import CLOSE_GOING_AWAY, Peer
 from collab.room import Room
 
 log = logging.getLogger(__name__)
@@ -72,33 +63,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
         with guard.admit(request, name):
             return await _serve_room(request, name, grant, access)
     except CollabError as exc:
-        raise _refusal(request, exc) from exc
+        return _refusal(request, exc)
 
 
-def _refusal(request: web.Request, exc: CollabError) -> web.HTTPException:
-    """The HTTP answer to an upgrade refused before the WebSocket opened."""
-    status = {InvalidDocName: 400, Unauthorized: 401, Forbidden: 403}.get(type(exc), 503)
-    if isinstance(exc, TooMany) and not exc.server_full:
-        status = 429
+def _refusal(request: web.Request, exc: CollabError) -> web.Response:
+    """The HTTP answer to an upgrade refused before the WebSocket opened: the error's
+    status, with its message as text."""
     log.log(
-        logging.ERROR if isinstance(exc, StoreError) else logging.INFO,
+        logging.ERROR if exc.status >= 500 else logging.INFO,
         "refused %s %s: %d %s",
         request.remote,
         request.path,
-        status,
+        exc.status,
         exc,
     )
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return _STATUS_ERRORS[status](text=f"{exc}\n", headers=headers)
-
-
-_STATUS_ERRORS: dict[int, type[web.HTTPException]] = {
-    400: web.HTTPBadRequest,
-    401: web.HTTPUnauthorized,
-    403: web.HTTPForbidden,
-    429: web.HTTPTooManyRequests,
-    503: web.HTTPServiceUnavailable,
-}
+    return web.Response(status=exc.status, text=f"{exc}\n", headers=exc.headers)
 
 
 async def _serve_room(
@@ -122,7 +101,7 @@ async def _serve_room(
         if rooms.closed:
             code, level, reason = CLOSE_GOING_AWAY, logging.INFO, b"server shutting down"
         else:
-            code, level, reason = CLOSE_INTERNAL_ERROR, logging.ERROR, b"cannot load the document"
+            code, level, reason = exc.close_code, logging.ERROR, b"cannot load the document"
         log.log(level, "%s %r: closed with %d: %s", _address(request), name, code, exc)
         await ws.close(code=code, message=reason)
         _stop_heartbeat(ws)
@@ -172,7 +151,7 @@ def _expire_at(peer: Peer, expires_at: float | None) -> asyncio.TimerHandle | No
         return None
     loop = asyncio.get_running_loop()
     return loop.call_later(
-        max(0.0, expires_at - time.time()), _close, peer, CLOSE_TOKEN_EXPIRED, "token expired"
+        max(0.0, expires_at - time.time()), _close, peer, TokenExpired.close_code, "token expired"
     )
 
 
@@ -203,17 +182,14 @@ async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Set
         now = time.monotonic()
         size = len(message.data) if isinstance(message.data, bytes | str) else 0
         if not (messages.allow(1, now) and volume.allow(size, now)):
-            _refuse(peer, CLOSE_RATE_LIMITED, "too many messages or bytes per second")
+            _refuse(peer, TooMany.close_code, "too many messages or bytes per second")
             return
         if message.type is WSMsgType.BINARY:
             try:
                 decoded = protocol.decode(message.data)
                 room.receive(peer, decoded)
-            except UnsupportedMessage as exc:
-                _refuse(peer, CLOSE_UNSUPPORTED, str(exc))
-                return
-            except ProtocolError as exc:
-                _refuse(peer, CLOSE_PROTOCOL_ERROR, str(exc))
+            except CollabError as exc:
+                _refuse(peer, exc.close_code, str(exc))
                 return
             took = time.monotonic() - now
             if took > _SLOW_MESSAGE_SECONDS:
@@ -222,7 +198,7 @@ async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Set
                     "%s: a %d-byte %s took %.0f ms", peer, size, type(decoded).__name__, took * 1000
                 )
         elif message.type is WSMsgType.TEXT:
-            _refuse(peer, CLOSE_UNSUPPORTED, "text frames are not part of the protocol")
+            _refuse(peer, UnsupportedMessage.close_code, "text frames are not part of the protocol")
             return
         elif message.type is WSMsgType.ERROR:
             # aiohttp has already closed the socket, with 1009 for an oversize message.

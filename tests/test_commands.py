@@ -1,5 +1,6 @@
 """The document commands, run as `python -m collab ...`: straight on the database when no
-server runs, through the server's API when one holds the database."""
+server runs, through the server's API when one holds the database; and the two ways of
+reaching documents they use, which give the same records and errors."""
 
 from __future__ import annotations
 
@@ -9,16 +10,23 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pycrdt
 import pytest
 
+from collab.appkeys import DOCUMENTS
 from collab.auth import mint
+from collab.cli.access import DocumentAccess, RemoteAccess
 from collab.client import Client
-from tests.conftest import ServerProcess
+from collab.documents import FORMATS, DocSummary, Restored
+from collab.errors import BadRequest, DocNotFound, VersionNotFound
+from collab.store import Version
+from tests.conftest import RunningServer, ServerProcess
 
 
 def collab(
@@ -154,3 +162,53 @@ async def test_commands_show_a_token_to_a_server_that_wants_one(
     assert ok(exported) == "A"
     denied = await asyncio.to_thread(run, "version", "doc", "--label", "x", COLLAB_TOKEN=reader)
     assert denied.returncode == 1 and denied.stderr.startswith(b"collab: ")
+
+
+async def test_the_server_way_gives_the_records_and_errors_of_the_database_way(
+    make_server: Callable[..., Awaitable[RunningServer]], tmp_path: Path
+) -> None:
+    """RemoteAccess against `Documents` itself, on one live server: the same records (as
+    the API shows them) and the same error classes, 404s told apart by their code."""
+    server = await make_server()
+    local: DocumentAccess = server.runner.app[DOCUMENTS]
+    async with aiohttp.ClientSession() as session:
+        remote: DocumentAccess = RemoteAccess(session, server.http)
+        await remote.import_update("team/notes", update_file(tmp_path, "hello").read_bytes())
+        named = await remote.take_version("team/notes", "  first  ")
+        assert (named.doc, named.kind, named.label) == ("team/notes", "named", "first")
+        await local.import_update("team/notes", update_file(tmp_path, "more").read_bytes())
+        for ways in [
+            (await local.summaries(), await remote.summaries()),
+            (await local.versions("team/notes"), await remote.versions("team/notes")),
+        ]:
+            assert [r.as_json() for r in ways[0]] == [r.as_json() for r in ways[1]]
+        assert named in [Version.from_json(v.as_json(), "team/notes") for v in ways[0]]
+        for fmt in FORMATS:
+            assert await local.export("team/notes", fmt) == await remote.export("team/notes", fmt)
+        restored = await remote.restore("team/notes", named.id)
+        assert restored.restored == named and restored.pre_restore.kind == "pre-restore"
+        assert (await local.export("team/notes", "text")).body == b"hello"
+        for access in (local, remote):
+            with pytest.raises(DocNotFound, match="no document named 'nobody'"):
+                await access.versions("nobody")
+            with pytest.raises(VersionNotFound, match="has no version 999"):
+                await access.export("team/notes", "json", 999)
+            with pytest.raises(VersionNotFound):
+                await access.restore("team/notes", 999)
+            with pytest.raises(BadRequest, match="a label is 1 to 200"):
+                await access.take_version("team/notes", " ")
+            with pytest.raises(BadRequest, match="not a Yjs update"):
+                await access.import_update("team/notes", b"not an update")
+        assert await remote.compact() == 0
+
+
+def test_records_survive_their_json() -> None:
+    version = Version(7, "d", 1_763_795_527.619, "pre-restore", None, 42, 3)
+    assert Version.from_json(version.as_json(), "d") == version
+    summary = DocSummary("d", 1_763_795_527.5, 1_763_795_600.25, 100, 4, 2)
+    assert DocSummary.from_json(summary.as_json()) == summary
+    restored = Restored(replace(version, kind="auto"), version)
+    assert Restored.from_json(restored.as_json(), "d") == restored
+    # Stored times have microseconds; the API shows milliseconds, the same ones again.
+    precise = replace(version, created_at=1_763_795_527.619_999)
+    assert Version.from_json(precise.as_json(), "d").as_json() == precise.as_json()

@@ -3,7 +3,9 @@ through the running server's REST API when one does, so live editors see the cha
 
 `connect` decides by the database's lock (see lockfile.py): if it can take the lock, no
 server runs and it works on the database while holding the lock (a server cannot start
-meanwhile); if a server holds it, the lock file says where that server listens.
+meanwhile); if a server holds it, the lock file says where that server listens. Either
+way a command gets the same records and errors: the local way is `Documents` itself, the
+remote one rebuilds them from the API's JSON (`from_json`, `error_from_json`).
 """
 
 from __future__ import annotations
@@ -12,130 +14,84 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 
 from collab.config import Settings
-from collab.documents import Documents, Format, open_documents
-from collab.errors import (
-    BadRequest,
-    CollabError,
-    Conflict,
-    DatabaseInUse,
-    DocNotFound,
-    Forbidden,
-    NotFound,
-    StoreError,
-    Unauthorized,
-)
+from collab.documents import DocSummary, Exported, Format, Restored, open_documents
+from collab.errors import CollabError, DatabaseInUse, StoreError, Unauthorized, error_from_json
 from collab.lockfile import DatabaseLock, holder
+from collab.store import Version
 from collab.store.sqlite import SQLiteStore
 
 Progress = Callable[[int, int, str], None]
+T = TypeVar("T")
 
 
 class DocumentAccess(Protocol):
-    """The operations the CLI offers, answered in the API's JSON shapes."""
+    """The operations the CLI offers, as `Documents` does them (and so the API)."""
 
-    where: str
+    async def summaries(self) -> list[DocSummary]: ...
 
-    async def docs(self) -> list[dict[str, Any]]: ...
-
-    async def export(self, name: str, fmt: Format, version: int | None = None) -> bytes: ...
+    async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported: ...
 
     async def import_update(self, name: str, update: bytes) -> None: ...
 
-    async def versions(self, name: str) -> list[dict[str, Any]]: ...
+    async def versions(self, name: str) -> list[Version]: ...
 
-    async def take_version(self, name: str, label: str) -> dict[str, Any]: ...
+    async def take_version(self, name: str, label: str) -> Version: ...
 
-    async def restore(self, name: str, version: int) -> dict[str, Any]: ...
+    async def restore(self, name: str, version: int) -> Restored: ...
 
     async def compact(self, progress: Progress | None = None) -> int: ...
 
 
-class LocalAccess:
-    """Straight to the database, through the same `Documents` a server uses."""
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """The documents a command works on, and where they are (for its notes)."""
 
-    def __init__(self, documents: Documents, where: str) -> None:
-        self._documents = documents
-        self.where = where
-
-    async def docs(self) -> list[dict[str, Any]]:
-        return [summary.as_json() for summary in await self._documents.summaries()]
-
-    async def export(self, name: str, fmt: Format, version: int | None = None) -> bytes:
-        return (await self._documents.export(name, fmt, version)).body
-
-    async def import_update(self, name: str, update: bytes) -> None:
-        await self._documents.import_update(name, update)
-
-    async def versions(self, name: str) -> list[dict[str, Any]]:
-        return [version.as_json() for version in await self._documents.versions(name)]
-
-    async def take_version(self, name: str, label: str) -> dict[str, Any]:
-        return (await self._documents.take_version(name, label)).as_json()
-
-    async def restore(self, name: str, version: int) -> dict[str, Any]:
-        done = await self._documents.restore(name, version)
-        return {"restored": done.restored.as_json(), "pre_restore": done.pre_restore.as_json()}
-
-    async def compact(self, progress: Progress | None = None) -> int:
-        return await self._documents.compact(progress)
-
-
-_ERRORS: dict[int, type[CollabError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
+    documents: DocumentAccess
+    where: str  # "database PATH" or "server URL"
 
 
 class RemoteAccess:
-    """Through a running server's REST API."""
+    """`Documents` through a running server's REST API: the same records, the same errors."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
-        self.where = f"server {self._base}"
 
     def _doc(self, name: str, *rest: str) -> str:
         return "/".join([f"{self._base}/api/docs/{quote(name, safe='')}", *rest])
 
-    async def _call(self, method: str, url: str, **kwargs: Any) -> bytes:
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Exported:
         try:
             async with self._session.request(method, url, **kwargs) as response:
                 body = await response.read()
                 if response.status >= 400:
-                    raise self._error(response.status, body)
-                return body
+                    raise _error(response.status, body)
+                return Exported(body, response.headers.get("Content-Type", ""))
         except aiohttp.ClientError as exc:
             raise DatabaseInUse(f"the server at {self._base} does not answer: {exc}") from exc
 
-    def _error(self, status: int, body: bytes) -> CollabError:
+    async def _json(self, read: Callable[[Any], T], method: str, url: str, **kwargs: Any) -> T:
+        answer = await self._call(method, url, **kwargs)
         try:
-            message = str(json.loads(body)["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            message = body.decode(errors="replace")[:200]
-        if status == 404 and message.startswith("no document"):
-            return DocNotFound(message)
-        if status == 401:
-            message += " (give --token, or --auth-secret to mint one)"
-        return _ERRORS.get(status, StoreError)(message)
+            return read(json.loads(answer.body))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CollabError(f"the server at {self._base} answered {url} with {exc!r}") from exc
 
-    async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
-        return json.loads(await self._call(method, url, **kwargs))
+    async def summaries(self) -> list[DocSummary]:
+        return await self._json(
+            lambda data: [DocSummary.from_json(doc) for doc in data["docs"]],
+            "GET",
+            f"{self._base}/api/docs",
+        )
 
-    async def docs(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = (await self._json("GET", f"{self._base}/api/docs"))["docs"]
-        return found
-
-    async def export(self, name: str, fmt: Format, version: int | None = None) -> bytes:
+    async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported:
         url = self._doc(name) if version is None else self._doc(name, "versions", str(version))
         return await self._call("GET", url, params={"format": fmt})
 
@@ -143,33 +99,50 @@ class RemoteAccess:
         headers = {"Content-Type": "application/octet-stream"}
         await self._call("POST", self._doc(name, "updates"), data=update, headers=headers)
 
-    async def versions(self, name: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = (await self._json("GET", self._doc(name, "versions")))[
-            "versions"
-        ]
-        return found
-
-    async def take_version(self, name: str, label: str) -> dict[str, Any]:
-        made: dict[str, Any] = await self._json(
-            "POST", self._doc(name, "versions"), json={"label": label}
+    async def versions(self, name: str) -> list[Version]:
+        return await self._json(
+            lambda data: [Version.from_json(version, name) for version in data["versions"]],
+            "GET",
+            self._doc(name, "versions"),
         )
-        return made
 
-    async def restore(self, name: str, version: int) -> dict[str, Any]:
-        done: dict[str, Any] = await self._json(
-            "POST", self._doc(name, "versions", str(version), "restore")
+    async def take_version(self, name: str, label: str) -> Version:
+        return await self._json(
+            lambda data: Version.from_json(data, name),
+            "POST",
+            self._doc(name, "versions"),
+            json={"label": label},
         )
-        return done
+
+    async def restore(self, name: str, version: int) -> Restored:
+        return await self._json(
+            lambda data: Restored.from_json(data, name),
+            "POST",
+            self._doc(name, "versions", str(version), "restore"),
+        )
 
     async def compact(self, progress: Progress | None = None) -> int:
-        deleted: int = (await self._json("POST", f"{self._base}/api/compact"))["deleted_versions"]
-        return deleted
+        return await self._json(
+            lambda data: int(data["deleted_versions"]), "POST", f"{self._base}/api/compact"
+        )
+
+
+def _error(status: int, body: bytes) -> CollabError:
+    """The error the server answered with, of the class it raised (by its code)."""
+    try:
+        decoded: Any = json.loads(body)
+    except ValueError:
+        decoded = body.decode(errors="replace")[:200]
+    error = error_from_json(status, decoded)
+    if isinstance(error, Unauthorized):
+        return type(error)(f"{error} (give --token, or --auth-secret to mint one)")
+    return error
 
 
 @asynccontextmanager
 async def connect(
     settings: Settings, *, server: str | None = None, create: bool = False, token: str = ""
-) -> AsyncIterator[DocumentAccess]:
+) -> AsyncIterator[Reach]:
     """Reach the documents of `settings.db`: through `server` if given, else through the
     server holding the database, else straight to the database.
 
@@ -195,7 +168,7 @@ async def connect(
             return
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with aiohttp.ClientSession(headers=headers) as session:
-        yield RemoteAccess(session, server)
+        yield Reach(RemoteAccess(session, server), f"server {server.rstrip('/')}")
 
 
 async def _server_of(settings: Settings, busy: DatabaseInUse) -> str:
@@ -209,13 +182,13 @@ async def _server_of(settings: Settings, busy: DatabaseInUse) -> str:
 
 
 @asynccontextmanager
-async def _local(settings: Settings, create: bool) -> AsyncIterator[LocalAccess]:
+async def _local(settings: Settings, create: bool) -> AsyncIterator[Reach]:
     if not create and not settings.db.exists():
         raise StoreError(f"there is no database at {settings.db}")
     store = await SQLiteStore.open(settings.db, sync=settings.db_sync)
     try:
         # No connection will come: save and unload rooms as soon as a command is done.
         async with open_documents(store, replace(settings, room_grace_seconds=0)) as documents:
-            yield LocalAccess(documents, f"database {settings.db}")
+            yield Reach(documents, f"database {settings.db}")
     finally:
         await store.close()

@@ -1,6 +1,6 @@
 """The CLI's document commands: reach the documents (see access.py), do one thing, print
-the result for people (or JSON with --json). Results go to stdout; notes and progress to
-stderr, so output can be piped.
+the records it returns for people (or as the API's JSON with --json). Results go to
+stdout; notes and progress to stderr, so output can be piped.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from collab.cli.access import DocumentAccess, connect
+from collab.cli.access import Reach, connect
 from collab.config import Settings
+from collab.store import iso_time
 
 
 def _note(text: str) -> None:
@@ -38,29 +39,23 @@ def _size(count: int) -> str:
     return str(count)
 
 
-async def docs(access: DocumentAccess, args: argparse.Namespace) -> None:
-    found = await access.docs()
+async def docs(reach: Reach, args: argparse.Namespace) -> None:
+    found = await reach.documents.summaries()
     if args.json:
-        print(json.dumps(found, indent=2, ensure_ascii=False))
+        print(json.dumps([doc.as_json() for doc in found], indent=2, ensure_ascii=False))
     elif not found:
         _note("no documents")
     else:
         rows = [["NAME", "SIZE", "UPDATES", "CLIENTS", "LAST CHANGE"]]
         rows += [
-            [
-                d["name"],
-                _size(d["size"]),
-                str(d["update_count"]),
-                str(d["clients"]),
-                d["updated_at"],
-            ]
+            [d.name, _size(d.size), str(d.update_count), str(d.clients), iso_time(d.updated_at)]
             for d in found
         ]
         _table(rows, sys.stdout)
 
 
-async def export(access: DocumentAccess, args: argparse.Namespace) -> None:
-    body = await access.export(args.name, args.format, args.version)
+async def export(reach: Reach, args: argparse.Namespace) -> None:
+    body = (await reach.documents.export(args.name, args.format, args.version)).body
     if args.output and args.output != "-":
         await asyncio.to_thread(Path(args.output).write_bytes, body)
         _note(f"wrote {len(body)} bytes to {args.output}")
@@ -71,51 +66,49 @@ async def export(access: DocumentAccess, args: argparse.Namespace) -> None:
         sys.stdout.flush()
 
 
-async def import_(access: DocumentAccess, args: argparse.Namespace) -> None:
+async def import_(reach: Reach, args: argparse.Namespace) -> None:
     source = sys.stdin.buffer.read if args.file == "-" else Path(args.file).read_bytes
     data = await asyncio.to_thread(source)
-    _note(f"importing {_size(len(data))} into {args.name!r} through the {access.where}")
-    await access.import_update(args.name, data)
+    _note(f"importing {_size(len(data))} into {args.name!r} through the {reach.where}")
+    await reach.documents.import_update(args.name, data)
     print(f"imported {len(data)} bytes into {args.name}")
 
 
-async def versions(access: DocumentAccess, args: argparse.Namespace) -> None:
-    found = await access.versions(args.name)
+async def versions(reach: Reach, args: argparse.Namespace) -> None:
+    found = await reach.documents.versions(args.name)
     if args.json:
-        print(json.dumps(found, indent=2, ensure_ascii=False))
+        print(json.dumps([v.as_json() for v in found], indent=2, ensure_ascii=False))
         return
     rows = [["ID", "TIME", "KIND", "SIZE", "LABEL"]]
     rows += [
-        [str(v["id"]), v["created_at"], v["kind"], _size(v["size"]), v["label"] or ""]
-        for v in found
+        [str(v.id), iso_time(v.created_at), v.kind, _size(v.size), v.label or ""] for v in found
     ]
     _table(rows, sys.stdout)
 
 
-async def version(access: DocumentAccess, args: argparse.Namespace) -> None:
-    made = await access.take_version(args.name, args.label)
-    print(f"version {made['id']} of {args.name}: {made['label']}")
+async def version(reach: Reach, args: argparse.Namespace) -> None:
+    made = await reach.documents.take_version(args.name, args.label)
+    print(f"version {made.id} of {args.name}: {made.label}")
 
 
-async def restore(access: DocumentAccess, args: argparse.Namespace) -> None:
-    done = await access.restore(args.name, args.version)
-    before = done["pre_restore"]["id"]
+async def restore(reach: Reach, args: argparse.Namespace) -> None:
+    done = await reach.documents.restore(args.name, args.version)
     print(
-        f"restored {args.name} to version {done['restored']['id']}; "
-        f"the state before is version {before} (restore it to undo this)"
+        f"restored {args.name} to version {done.restored.id}; "
+        f"the state before is version {done.pre_restore.id} (restore it to undo this)"
     )
 
 
-async def compact(access: DocumentAccess, args: argparse.Namespace) -> None:
+async def compact(reach: Reach, args: argparse.Namespace) -> None:
     def progress(done: int, total: int, name: str) -> None:
         _note(f"[{done}/{total}] {name}")
 
-    _note(f"compacting through the {access.where}")
-    deleted = await access.compact(progress)
+    _note(f"compacting through the {reach.where}")
+    deleted = await reach.documents.compact(progress)
     print(f"deleted {deleted} versions the retention policy no longer keeps")
 
 
-Command = Callable[[DocumentAccess, argparse.Namespace], Coroutine[Any, Any, None]]
+Command = Callable[[Reach, argparse.Namespace], Coroutine[Any, Any, None]]
 
 # name -> (what it does, whether it may create the database)
 COMMANDS: dict[str, tuple[Command, bool]] = {
@@ -132,5 +125,5 @@ COMMANDS: dict[str, tuple[Command, bool]] = {
 async def run(command: str, settings: Settings, args: argparse.Namespace, token: str = "") -> None:
     """Run one document command; `token` is shown to a server, if the command uses one."""
     action, creates = COMMANDS[command]
-    async with connect(settings, server=args.server, create=creates, token=token) as access:
-        await action(access, args)
+    async with connect(settings, server=args.server, create=creates, token=token) as reach:
+        await action(reach, args)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 VersionKind = Literal["auto", "named", "pre-restore"]
 
@@ -38,8 +38,22 @@ class Version:
     size: int
     update_count: int  # updates the document had ever received when it was taken
 
+    # The OpenAPI schema of `as_json` (collab/openapi.py serves it).
+    SCHEMA: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["id", "created_at", "kind", "label", "size", "update_count"],
+        "properties": {
+            "id": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "kind": {"type": "string", "enum": list(get_args(VersionKind))},
+            "label": {"type": "string", "nullable": True},
+            "size": {"type": "integer", "description": "Bytes of the stored state"},
+            "update_count": {"type": "integer", "description": "Updates it covers"},
+        },
+    }
+
     def as_json(self) -> dict[str, Any]:
-        """How the API and the CLI show a version."""
+        """How the API and the CLI show a version (of a document they name already)."""
         return {
             "id": self.id,
             "created_at": iso_time(self.created_at),
@@ -49,9 +63,31 @@ class Version:
             "update_count": self.update_count,
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], doc: str) -> Version:
+        """The version `as_json` gave, of `doc`."""
+        kind = data["kind"]
+        if kind not in get_args(VersionKind):
+            raise ValueError(f"unknown version kind {kind!r}")
+        label = data["label"]
+        return cls(
+            int(data["id"]),
+            doc,
+            parse_time(data["created_at"]),
+            kind,
+            None if label is None else str(label),
+            int(data["size"]),
+            int(data["update_count"]),
+        )
+
 
 def iso_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def parse_time(text: str) -> float:
+    """The timestamp `iso_time` wrote as `text`."""
+    return datetime.fromisoformat(text).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
