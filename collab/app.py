@@ -3,7 +3,8 @@
 Parts are created in `cleanup_ctx` order (the database lock, the store, the rooms and
 documents, the retention task) and torn down in reverse.
 On shutdown the listening socket closes first, then every connection is closed with 1001
-so providers reconnect elsewhere, then rooms commit and snapshot, then the store closes.
+so providers reconnect elsewhere, then rooms commit and take their last versions, then
+the store closes.
 """
 
 from __future__ import annotations

@@ -78,11 +78,15 @@ class Settings:
         "'full' also survives power loss, at a higher cost per commit.",
         choices=("normal", "full"),
     )
-    snapshot_updates: int = _opt(
-        10_000, "Take a snapshot of a document after this many updates since the last one."
+    version_updates: int = _opt(
+        10_000,
+        "Take a version of a document after this many updates since the last one.",
+        was="snapshot_updates",
     )
-    snapshot_seconds: float = _opt(
-        60.0, "... or this many seconds after the first update not yet in a snapshot."
+    version_seconds: float = _opt(
+        60.0,
+        "... or this many seconds after the first update not yet in a version.",
+        was="snapshot_seconds",
     )
     retention: str = _opt(
         "1h:all,1d:1h,30d:1d",
@@ -177,7 +181,7 @@ class Settings:
             raise ValueError("base_path must start with '/'")
         for name in (
             "listen_backlog",
-            "snapshot_updates",
+            "version_updates",
             "max_message_bytes",
             "sync_chunk_bytes",
             "max_outbox_bytes",

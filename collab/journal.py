@@ -221,6 +221,11 @@ class Ledger(Generic[P]):
         return len(self._entries), [e.update for e in self._entries if e.update is not None]
 
     def _committed(self, taken: int, updates: int, reached: int | None) -> None:
+        # Holds that came while the commit was in flight wait for nothing more, unless a
+        # write came before them: release them with it (found: a joiner's answer, held
+        # behind a commit that had already been taken, waited forever).
+        while taken < len(self._entries) and self._entries[taken].update is None:
+            taken += 1
         entries, self._entries = self._entries[:taken], self._entries[taken:]
         self._durable += updates
         if reached is not None:
@@ -260,8 +265,8 @@ class Ledger(Generic[P]):
         due = version_due(
             self._unversioned,
             self._first_unversioned,
-            every_updates=settings.snapshot_updates,
-            every_seconds=settings.snapshot_seconds,
+            every_updates=settings.version_updates,
+            every_seconds=settings.version_seconds,
             not_before=self._retry_at,
         )
         self._cancel_timer()

@@ -709,9 +709,7 @@ async def run(
         summary = Summary(options, seed, workdir)
     rng = random.Random(summary.seed)
     used_ids: set[int] = set()
-    extra = (
-        ["--snapshot-updates", str(options.snapshot_updates)] if options.snapshot_updates else []
-    )
+    extra = ["--version-updates", str(options.snapshot_updates)] if options.snapshot_updates else []
     server = ServerProcess(
         workdir / "crash.db", workdir / "server.log", extra + options.server_args
     )
@@ -795,7 +793,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         help="longest pause between two edits of a client",
     )
     parser.add_argument(
-        "--snapshot-updates",
+        "--version-updates",
         type=int,
         default=defaults.snapshot_updates,
         help="passed to the server (0: its default)",

@@ -1163,7 +1163,7 @@ async def run(options: Options, directory: Path) -> Summary:
         str(options.max_message_bytes),
         "--room-grace-seconds",
         "2",
-        "--snapshot-updates",
+        "--version-updates",
         "200",
         *options.server_args,
     ]

@@ -238,7 +238,7 @@ async def test_the_background_task_thins_versions_by_the_policy(
     make_server: Any, http: aiohttp.ClientSession
 ) -> None:
     # Every update makes an automatic version; none older than a second is kept.
-    server = await make_server(retention="1s:all", retention_seconds=0.3, snapshot_updates=1)
+    server = await make_server(retention="1s:all", retention_seconds=0.3, version_updates=1)
     url = doc_url(server, "aging", "versions")
 
     async def kinds() -> list[str]:

@@ -32,12 +32,23 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
     assert settings.db_sync == "full"
 
 
+def test_a_renamed_setting_keeps_its_old_flag_and_variable() -> None:
+    assert settings_for(["--snapshot-updates", "7"], {}).version_updates == 7
+    assert settings_for([], {"COLLAB_SNAPSHOT_SECONDS": "2.5"}).version_seconds == 2.5
+    assert (
+        settings_for(
+            [], {"COLLAB_VERSION_SECONDS": "3", "COLLAB_SNAPSHOT_SECONDS": "2"}
+        ).version_seconds
+        == 3
+    )
+
+
 def test_every_setting_has_a_flag_and_a_variable() -> None:
     settings = settings_for(
-        ["--snapshot-updates", "7", "--room-grace-seconds", "1.5", "--base-path", "/c"],
+        ["--version-updates", "7", "--room-grace-seconds", "1.5", "--base-path", "/c"],
         {"COLLAB_MAX_MESSAGE_BYTES": "1000", "COLLAB_LOG_LEVEL": "debug"},
     )
-    assert settings.snapshot_updates == 7
+    assert settings.version_updates == 7
     assert settings.room_grace_seconds == 1.5
     assert settings.base_path == "/c"
     assert settings.max_message_bytes == 1000
@@ -49,7 +60,7 @@ def test_every_setting_has_a_flag_and_a_variable() -> None:
     [
         ([], {"COLLAB_PORT": "many"}),
         ([], {"COLLAB_DB_SYNC": "sometimes"}),
-        (["--snapshot-updates", "0"], {}),
+        (["--version-updates", "0"], {}),
         (["--base-path", "no-slash"], {}),
     ],
 )

@@ -16,7 +16,7 @@ from collab.config import Settings
 from collab.journal import Journal, version_due
 from collab.room import Room
 from collab.store.sqlite import SQLiteStore
-from tests.test_room import FailingLog, RecordingPeer, text_update
+from tests.test_room import FailingLog, RecordingPeer, SlowLog, text_update
 
 
 @pytest.fixture
@@ -173,3 +173,25 @@ async def test_a_version_taken_before_catching_up_covers_only_what_the_room_hold
     await journal.close()
     await one.close()
     await two.close()
+
+
+async def test_an_answer_held_while_a_commit_is_in_flight_goes_out_with_it(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    log = SlowLog(store)  # the commit takes 5 ms: the joiner's SyncStep1 comes meanwhile
+    settings = Settings(db=db_path)
+    journal = Journal(log, settings)
+    room = Room("doc", settings, journal, await log.load("doc"))
+    writer, joiner = RecordingPeer("writer"), RecordingPeer("joiner")
+    room.join(writer)
+    room.join(joiner)
+    room.receive(writer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
+    await asyncio.sleep(0.001)  # the commit has been taken and is in flight
+    room.receive(joiner, protocol.SyncStep1(protocol.EMPTY_STATE_VECTOR))
+    assert joiner.of_type(protocol.SyncStep2) == []  # it holds "x", not yet durable
+    async with asyncio.timeout(5):
+        while not joiner.of_type(protocol.SyncStep2):
+            await asyncio.sleep(0.001)
+    await room.ledger.close()
+    room.stop()
+    await journal.close()

@@ -315,7 +315,7 @@ async def test_reconnected_client_id_moves_to_the_new_connection(
 async def test_snapshot_after_the_configured_number_of_updates(
     store: SQLiteStore, db_path: Path
 ) -> None:
-    room = await load_room(store, Settings(db=db_path, snapshot_updates=10))
+    room = await load_room(store, Settings(db=db_path, version_updates=10))
     peer = RecordingPeer("peer")
     room.join(peer)
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -337,7 +337,7 @@ async def test_snapshot_after_the_configured_number_of_updates(
 
 
 async def test_a_version_after_the_configured_time(store: SQLiteStore, db_path: Path) -> None:
-    room = await load_room(store, Settings(db=db_path, snapshot_seconds=0.2))
+    room = await load_room(store, Settings(db=db_path, version_seconds=0.2))
     peer = RecordingPeer("peer")
     room.join(peer)
     room.receive(peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "x")))
@@ -399,7 +399,7 @@ async def test_versions_are_taken_while_updates_keep_coming(
     always something to commit, and snapshots waited for the stream to stop; after a
     crash, loading replayed the whole history."""
     slow = SlowLog(store)
-    room = await load_room(slow, Settings(db=db_path, snapshot_updates=50))
+    room = await load_room(slow, Settings(db=db_path, version_updates=50))
     peer = RecordingPeer("peer")
     room.join(peer)
     doc: pycrdt.Doc[Any] = pycrdt.Doc()

@@ -49,8 +49,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser, only: frozenset[str] | N
         if only is not None and field.name not in only:
             continue
         convert, choices = _converter(field)
+        # A renamed setting keeps its old flag and variable, so existing scripts still work.
+        old = (flag_name(field.metadata["was"]),) if "was" in field.metadata else ()
         parser.add_argument(
             flag_name(field.name),
+            *old,
             dest=field.name,
             type=convert,
             choices=choices,
@@ -73,6 +76,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
             values[field.name] = flag_value
             continue
         text = environ.get(env_name(field.name))
+        if text is None and "was" in field.metadata:
+            text = environ.get(env_name(field.metadata["was"]))
         if text is None:
             continue
         convert, choices = _converter(field)
@@ -160,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _doc_command(
         commands,
         "compact",
-        "snapshot logs and thin versions by the retention policy",
+        "take a version of grown logs and thin versions by the retention policy",
         frozenset({"retention"}),
     )
     token = commands.add_parser(
