@@ -15,14 +15,15 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
 from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
-from collab.config import Settings
+from collab.config import EventLoop, Settings
 from collab.documents import Documents, open_documents
 from collab.errors import CollabError
 from collab.frames import FrameCache
@@ -186,3 +187,25 @@ async def serve(settings: Settings, store: Store | None = None) -> None:
     finally:
         await runner.cleanup()
         log.info("stopped")
+
+
+def run(main: Coroutine[Any, Any, None], event_loop: EventLoop) -> None:
+    """Run `main` to the end on the event loop `event_loop` names.
+
+    Raises:
+        CollabError: uvloop was asked for and is not installed.
+    """
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if event_loop != "asyncio":
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            if event_loop == "uvloop":
+                main.close()
+                raise CollabError(
+                    "--event-loop uvloop: uvloop is not installed (pip install 'collab[uvloop]')"
+                ) from None
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)

@@ -25,6 +25,7 @@ MiB = 1024 * KiB
 SQLiteSync = Literal["normal", "full"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 AuthMode = Literal["open", "token"]
+EventLoop = Literal["asyncio", "uvloop", "auto"]
 
 
 class Secret(str):
@@ -68,6 +69,12 @@ class Settings:
         2048,
         "Connections the OS queues until the server accepts them (capped by the OS at "
         "net.core.somaxconn); a storm of connections past it waits for TCP retries.",
+    )
+    event_loop: EventLoop = _opt(
+        "asyncio",
+        "The event loop: 'asyncio', or 'uvloop' (pip install 'collab[uvloop]'); 'auto' "
+        "takes uvloop when it is installed.",
+        choices=("asyncio", "uvloop", "auto"),
     )
 
     # --- Storage

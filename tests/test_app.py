@@ -35,3 +35,22 @@ def test_open_mode_warns_loudly_on_a_public_address(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_event_loop_setting_picks_the_loop() -> None:
+    import asyncio
+
+    import uvloop
+
+    from collab.app import run
+
+    seen: list[type] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()))
+
+    run(main(), "uvloop")
+    run(main(), "auto")  # uvloop is installed with the test extra
+    run(main(), "asyncio")
+    assert seen[0] is uvloop.Loop and seen[1] is uvloop.Loop
+    assert not issubclass(seen[2], uvloop.Loop)

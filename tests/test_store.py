@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from collab.errors import StoreError, VersionNotFound
-from collab.store.sqlite import MIGRATIONS, SQLiteStore
+from collab.store.schema import MIGRATIONS
+from collab.store.sqlite import SQLiteStore
 
 
 async def test_fresh_database_is_created_at_the_newest_schema(db_path: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from collab import __version__
-from collab.app import serve
+from collab.app import run, serve
 from collab.auth import MIN_SECRET_LENGTH, Permission, mint
 from collab.cli import commands
 from collab.config import Secret, Settings, env_name, flag_name, setting_fields
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     try:
         if args.command == "serve":
-            asyncio.run(serve(settings))
+            run(serve(settings), settings.event_loop)
         elif args.command == "token":
             print(_mint(settings, args))
         else:
