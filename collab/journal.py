@@ -26,6 +26,13 @@ P = TypeVar("P")
 
 _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between two tries of a failing commit
 _VERSION_RETRY = 5.0  # seconds before an automatic version that failed is tried again
+# A commit this soon after the last waits this many turns of the event loop for company.
+# Measured (S1, 200 readers, maximum rate, shared harness): committing at once cost 18 %
+# more server CPU per update than the thread-based store did; one turn, 8,062-8,207
+# updates/s at 59 % CPU; two turns, 8,281-8,539/s at 51 %, as before the redesign.
+# A steady 200 updates/s never waits (its commits are 5 ms apart).
+_BUSY_SECONDS = 0.001
+_BUSY_TURNS = 2
 
 
 def version_due(
@@ -305,6 +312,7 @@ class Journal:
         self._waiting: dict[Ledger[Any], None] = {}  # with writes to commit, in order
         self._wakeup = asyncio.Event()
         self._catching_up: dict[Ledger[Any], asyncio.Task[None]] = {}
+        self._committed_at = 0.0  # when the last commit ended (the loop's clock)
         self._committer = asyncio.create_task(self._commit_forever(), name="journal")
         self._closed = False
 
@@ -323,11 +331,19 @@ class Journal:
 
     async def _commit_forever(self) -> None:
         delay = _RETRY_FIRST
+        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
+            if loop.time() - self._committed_at < _BUSY_SECONDS:
+                # Updates are streaming in: let the readers of the next turns add theirs,
+                # so that one commit and one frame per peer carry more of them.
+                for _ in range(_BUSY_TURNS):
+                    await asyncio.sleep(0)
             self._wakeup.clear()
             while self._waiting:
-                if await self._commit_waiting():
+                ok = await self._commit_waiting()
+                self._committed_at = loop.time()
+                if ok:
                     delay = _RETRY_FIRST
                 elif self._closed:
                     # Rooms gave up saving (their close timed out): what is left was

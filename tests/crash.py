@@ -69,7 +69,7 @@ class Options:
     min_kill: float = 0.3  # seconds after every client is busy
     max_kill: float = 2.0
     max_pause: float = 0.02  # between two edits of one client
-    snapshot_updates: int = 100  # small, so crashes also land around snapshots
+    version_updates: int = 100  # small, so crashes also land around versions
     server_args: list[str] = field(default_factory=list)
     round_timeout: float = 120.0
 
@@ -709,7 +709,7 @@ async def run(
         summary = Summary(options, seed, workdir)
     rng = random.Random(summary.seed)
     used_ids: set[int] = set()
-    extra = ["--version-updates", str(options.snapshot_updates)] if options.snapshot_updates else []
+    extra = ["--version-updates", str(options.version_updates)] if options.version_updates else []
     server = ServerProcess(
         workdir / "crash.db", workdir / "server.log", extra + options.server_args
     )
@@ -795,7 +795,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     parser.add_argument(
         "--version-updates",
         type=int,
-        default=defaults.snapshot_updates,
+        default=defaults.version_updates,
         help="passed to the server (0: its default)",
     )
     parser.add_argument(
@@ -822,7 +822,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         min_kill=args.min_kill,
         max_kill=args.max_kill,
         max_pause=args.max_pause,
-        snapshot_updates=args.snapshot_updates,
+        version_updates=args.version_updates,
         server_args=args.server_arg,
     )
     return options, args

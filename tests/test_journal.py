@@ -16,7 +16,8 @@ from collab.config import Settings
 from collab.journal import Journal, version_due
 from collab.room import Room
 from collab.store.sqlite import SQLiteStore
-from tests.test_room import FailingLog, RecordingPeer, SlowLog, text_update
+from tests.logs import TestLog
+from tests.test_room import RecordingPeer, text_update
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_a_version_is_due_after_enough_updates_or_enough_time() -> None:
 async def test_updates_of_many_rooms_are_committed_in_one_call(
     store: SQLiteStore, db_path: Path
 ) -> None:
-    log = FailingLog(store, failures=0)
+    log = TestLog(store)
     settings = Settings(db=db_path)
     journal = Journal(log, settings)
     rooms = [Room(f"doc{i}", settings, journal, await log.load(f"doc{i}")) for i in range(10)]
@@ -63,7 +64,7 @@ async def test_updates_of_many_rooms_are_committed_in_one_call(
 async def test_a_commit_that_fails_is_retried_with_what_arrived_meanwhile(
     store: SQLiteStore, db_path: Path
 ) -> None:
-    log = FailingLog(store, failures=1)
+    log = TestLog(store, failing_appends=1)
     settings = Settings(db=db_path)
     journal = Journal(log, settings)
     room = Room("doc", settings, journal, await log.load("doc"))
@@ -73,7 +74,7 @@ async def test_a_commit_that_fails_is_retried_with_what_arrived_meanwhile(
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     room.receive(writer, protocol.SyncUpdate(text_update(doc, "a")))
     await asyncio.sleep(0.01)  # the first try has failed
-    assert log.failures == 0 and reader.updates() == []
+    assert log.failing_appends == 0 and reader.updates() == []
     room.receive(writer, protocol.SyncUpdate(text_update(doc, "b")))
     async with asyncio.timeout(5):
         await room.ledger.flush()
@@ -178,7 +179,9 @@ async def test_a_version_taken_before_catching_up_covers_only_what_the_room_hold
 async def test_an_answer_held_while_a_commit_is_in_flight_goes_out_with_it(
     store: SQLiteStore, db_path: Path
 ) -> None:
-    log = SlowLog(store)  # the commit takes 5 ms: the joiner's SyncStep1 comes meanwhile
+    log = TestLog(
+        store, append_delay=0.005
+    )  # the commit takes 5 ms: the joiner's SyncStep1 comes meanwhile
     settings = Settings(db=db_path)
     journal = Journal(log, settings)
     room = Room("doc", settings, journal, await log.load("doc"))

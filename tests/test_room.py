@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,13 @@ import pytest
 
 from collab import protocol
 from collab.config import Settings
-from collab.errors import QuotaExceeded, StoreError, UpdateRejected
+from collab.errors import QuotaExceeded, UpdateRejected
 from collab.journal import Journal
 from collab.peer import Peer
 from collab.room import Room
-from collab.store import DocumentLog, StoredDoc, Version, VersionKind
+from collab.store import DocumentLog
 from collab.store.sqlite import SQLiteStore
+from tests.logs import TestLog
 
 Hook = Callable[[bytes], None]
 
@@ -347,58 +348,13 @@ async def test_a_version_after_the_configured_time(store: SQLiteStore, db_path: 
     await close_room(room)
 
 
-class FailingLog:
-    """A real SQLiteStore seen as the document log alone (all a room needs), whose first
-    appends fail."""
-
-    def __init__(self, inner: SQLiteStore, failures: int) -> None:
-        self.inner = inner
-        self.failures = failures
-        self.appends: list[dict[str, int]] = []  # how many updates each call carried
-
-    async def load(self, doc: str) -> StoredDoc:
-        return await self.inner.load(doc)
-
-    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
-        self.appends.append({doc: len(updates) for doc, updates in batch.items()})
-        if self.failures:
-            self.failures -= 1
-            raise StoreError("disk full")
-        return await self.inner.append(batch)
-
-    async def read(self, doc: str, after: int) -> list[tuple[int, bytes]]:
-        return await self.inner.read(doc, after)
-
-    async def save_version(
-        self,
-        doc: str,
-        state: bytes,
-        offset: int,
-        *,
-        kind: VersionKind = "auto",
-        label: str | None = None,
-    ) -> Version:
-        return await self.inner.save_version(doc, state, offset, kind=kind, label=label)
-
-
-class SlowLog(FailingLog):
-    """A real SQLiteStore whose appends take 5 ms more, as on a slow disk."""
-
-    def __init__(self, inner: SQLiteStore) -> None:
-        super().__init__(inner, failures=0)
-
-    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
-        await asyncio.sleep(0.005)
-        return await self.inner.append(batch)
-
-
 async def test_versions_are_taken_while_updates_keep_coming(
     store: SQLiteStore, db_path: Path
 ) -> None:
     """Found by the cold-load benchmark: when updates come faster than commits, there is
     always something to commit, and snapshots waited for the stream to stop; after a
     crash, loading replayed the whole history."""
-    slow = SlowLog(store)
+    slow = TestLog(store, append_delay=0.005)
     room = await load_room(slow, Settings(db=db_path, version_updates=50))
     peer = RecordingPeer("peer")
     room.join(peer)
@@ -413,14 +369,14 @@ async def test_versions_are_taken_while_updates_keep_coming(
 async def test_failed_commit_is_retried_and_nothing_is_relayed_before(
     store: SQLiteStore, settings: Settings, db_path: Path
 ) -> None:
-    failing = FailingLog(store, failures=2)
+    failing = TestLog(store, failing_appends=2)
     room = await load_room(failing, settings)
     writer, reader = RecordingPeer("writer"), RecordingPeer("reader")
     room.join(writer)
     room.join(reader)
     room.receive(writer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "kept")))
     await asyncio.sleep(0.15)
-    assert reader.updates() == [] and failing.failures < 2
+    assert reader.updates() == [] and failing.failing_appends < 2
     async with asyncio.timeout(5):
         await room.ledger.flush()
     assert len(reader.updates()) == 1

@@ -5,7 +5,7 @@ loaded (nothing lost) while its save fails."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,48 +13,13 @@ import pycrdt
 import pytest
 
 from collab.config import Settings
-from collab.errors import StoreError
 from collab.journal import Journal
 from collab.rooms import Rooms
-from collab.store import Catalogue, DocumentLog, StoredDoc, Version, VersionKind
+from collab.store import Catalogue, DocumentLog
 from collab.store.sqlite import SQLiteStore
+from tests.logs import TestLog
 
 GRACE = 0.05
-
-
-class CountingLog:
-    """A real SQLiteStore seen as the document log, which counts loads and fails its
-    first `failures` versions."""
-
-    def __init__(self, inner: SQLiteStore, failures: int = 0) -> None:
-        self.inner = inner
-        self.loads = 0
-        self.failures = failures
-
-    async def load(self, doc: str) -> StoredDoc:
-        self.loads += 1
-        await asyncio.sleep(0.01)  # long enough for every join to arrive meanwhile
-        return await self.inner.load(doc)
-
-    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
-        return await self.inner.append(batch)
-
-    async def read(self, doc: str, after: int) -> list[tuple[int, bytes]]:
-        return await self.inner.read(doc, after)
-
-    async def save_version(
-        self,
-        doc: str,
-        state: bytes,
-        offset: int,
-        *,
-        kind: VersionKind = "auto",
-        label: str | None = None,
-    ) -> Version:
-        if self.failures:
-            self.failures -= 1
-            raise StoreError("disk full")
-        return await self.inner.save_version(doc, state, offset, kind=kind, label=label)
 
 
 @pytest.fixture
@@ -99,7 +64,7 @@ async def unloaded(rooms: Rooms, name: str, within: float = 5.0) -> None:
 async def test_joins_that_arrive_together_share_one_load(
     sqlite: SQLiteStore, db_path: Path
 ) -> None:
-    store = CountingLog(sqlite)
+    store = TestLog(sqlite, load_delay=0.01)  # every join arrives meanwhile
     rooms = registry(store, sqlite, db_path)
     found = await asyncio.gather(*(rooms.acquire("doc") for _ in range(20)))
     assert store.loads == 1 and len({id(room) for room in found}) == 1
@@ -111,7 +76,7 @@ async def test_joins_that_arrive_together_share_one_load(
 async def test_a_room_unloads_after_the_grace_period_with_its_state_saved(
     sqlite: SQLiteStore, db_path: Path
 ) -> None:
-    store = CountingLog(sqlite)
+    store = TestLog(sqlite, load_delay=0.01)  # every join arrives meanwhile
     rooms = registry(store, sqlite, db_path)
     room = await rooms.acquire("doc")
     room.apply_update(edit("kept"))
@@ -133,18 +98,18 @@ async def test_a_room_unloads_after_the_grace_period_with_its_state_saved(
 async def test_a_room_whose_save_fails_stays_loaded_and_unloads_once_it_succeeds(
     sqlite: SQLiteStore, db_path: Path
 ) -> None:
-    store = CountingLog(sqlite, failures=2)
+    store = TestLog(sqlite, load_delay=0.01, failing_versions=2)
     rooms = registry(store, sqlite, db_path)
     room = await rooms.acquire("doc")
     room.apply_update(edit("not lost"))
     await room.ledger.flush()
     rooms.release("doc")
     async with asyncio.timeout(5):
-        while store.failures > 1:  # the first unload failed to save...
+        while store.failing_versions > 1:  # the first unload failed to save...
             await asyncio.sleep(0.01)
     assert rooms.get("doc") is room  # ...and kept the room loaded
     async with asyncio.timeout(5):
-        while store.failures:
+        while store.failing_versions:
             await asyncio.sleep(0.01)
     await unloaded(rooms, "doc")  # the third attempt saves
     reloaded = await rooms.acquire("doc")
