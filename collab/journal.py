@@ -238,13 +238,15 @@ class Ledger(Generic[P]):
         if reached is not None:
             self._cover(reached - updates + 1, reached)
         self._count_unversioned(updates)
-        self._source.committed([entry.payload for entry in entries])
-        waiting, self._waiters = self._waiters, []
-        for target, future in waiting:
-            if target > self._durable:
-                self._waiters.append((target, future))
-            elif not future.done():
-                future.set_result(None)
+        try:
+            self._source.committed([entry.payload for entry in entries])
+        finally:
+            waiting, self._waiters = self._waiters, []
+            for target, future in waiting:
+                if target > self._durable:
+                    self._waiters.append((target, future))
+                elif not future.done():
+                    future.set_result(None)
 
     def _cover(self, first: int, last: int) -> None:
         if first > self.offset + 1:
@@ -364,7 +366,9 @@ class Journal:
         batch = {ledger.name: updates for ledger, (_, updates) in taken.items() if updates}
         try:
             reached = await self.log.append(batch) if batch else {}
-        except StoreError as exc:
+        # Not only StoreError: whatever fails, this task must live on, or every room's
+        # next update would wait forever.
+        except Exception as exc:  # noqa: BLE001
             count = sum(len(updates) for updates in batch.values())
             log.error(
                 "%d updates of %d documents not stored yet, retrying: %s", count, len(batch), exc
@@ -377,7 +381,10 @@ class Journal:
         for ledger, (count, updates) in taken.items():
             if ledger._discarded:
                 continue
-            ledger._committed(count, len(updates), reached.get(ledger.name))
+            try:
+                ledger._committed(count, len(updates), reached.get(ledger.name))
+            except Exception:  # a room's bug must not stop every other room's commits
+                log.exception("%s: relaying committed updates failed", ledger.name)
         return True
 
     def _catch_up(self, ledger: Ledger[P]) -> None:

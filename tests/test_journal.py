@@ -15,6 +15,7 @@ from collab import protocol
 from collab.config import Settings
 from collab.journal import Journal, version_due
 from collab.room import Room
+from collab.store import StoredDoc
 from collab.store.sqlite import SQLiteStore
 from tests.logs import TestLog
 from tests.test_room import RecordingPeer, text_update
@@ -195,6 +196,44 @@ async def test_an_answer_held_while_a_commit_is_in_flight_goes_out_with_it(
     async with asyncio.timeout(5):
         while not joiner.of_type(protocol.SyncStep2):
             await asyncio.sleep(0.001)
+    await room.ledger.close()
+    room.stop()
+    await journal.close()
+
+
+class BrokenSource:
+    """A document whose relaying fails: a bug in one room."""
+
+    name = "broken"
+
+    def state(self) -> bytes:
+        return b""
+
+    def committed(self, payloads: list[str]) -> None:
+        raise RuntimeError("a bug in this room")
+
+    def catch_up(self, updates: list[tuple[int, bytes]]) -> None:
+        pass
+
+
+async def test_a_room_that_fails_to_relay_stops_no_other_room(
+    store: SQLiteStore, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(db=db_path)
+    journal = Journal(store, settings)
+    broken = journal.open(BrokenSource(), StoredDoc(None, 0, []))
+    room = Room("doc", settings, journal, await store.load("doc"))
+    reader = RecordingPeer("reader")
+    room.join(reader)
+    broken.write(b"opaque", "payload")
+    async with asyncio.timeout(5):
+        await broken.flush()  # its waiters are released all the same
+    room.apply_update(text_update(pycrdt.Doc(), "x"))
+    async with asyncio.timeout(5):
+        await room.ledger.flush()
+    assert len(reader.updates()) == 1
+    assert "relaying committed updates failed" in caplog.text
+    await broken.discard()
     await room.ledger.close()
     room.stop()
     await journal.close()
