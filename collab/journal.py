@@ -111,6 +111,7 @@ class Ledger(Generic[P]):
         self._unversioned = len(stored.updates)
         self._first_unversioned: float | None = time.monotonic() if stored.updates else None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None
         self._versioning: asyncio.Task[None] | None = None
         self._retry_at = 0.0
         self._closing = False
@@ -278,12 +279,15 @@ class Ledger(Generic[P]):
             every_seconds=settings.version_seconds,
             not_before=self._retry_at,
         )
+        if self._timer is not None and due == self._timer_due:
+            return  # as after most commits: the same time (no timer churn per commit)
         self._cancel_timer()
         if due is None:
             return
         delay = due - time.monotonic()
         if delay > 0:
-            self._timer = asyncio.get_running_loop().call_later(delay, self._schedule_version)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._version_timer)
+            self._timer_due = due
         else:
             self._versioning = asyncio.create_task(
                 self._auto_version(), name=f"version {self.name}"
@@ -297,6 +301,10 @@ class Ledger(Generic[P]):
             self._retry_at = time.monotonic() + _VERSION_RETRY
         finally:
             self._versioning = None
+        self._schedule_version()
+
+    def _version_timer(self) -> None:
+        self._timer = None
         self._schedule_version()
 
     def _cancel_timer(self) -> None:
