@@ -17,20 +17,21 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
 from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
-from collab.config import EventLoop, Settings
+from collab.config import EventLoop, Settings, describe_db
 from collab.documents import Documents, open_documents
 from collab.errors import CollabError
 from collab.frames import FrameCache
 from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
-from collab.store.sqlite import SQLiteStore
+from collab.store import open_store
 from collab.yjs import document
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app = web.Application(middlewares=[_room_upgrades], client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
     app[FRAMES] = FrameCache()
-    if store is None:
+    if store is None and isinstance(settings.db, Path):
+        # One server per SQLite file. (A PostgreSQL database is shared by design.)
         app.cleanup_ctx.append(_lock)
     app.cleanup_ctx.append(partial(_store, given=store))
     app.cleanup_ctx.append(_rooms)
@@ -70,7 +72,9 @@ async def _room_upgrades(request: web.Request, handler: Handler) -> web.StreamRe
 
 async def _lock(app: web.Application) -> AsyncIterator[None]:
     # Before the store opens: a second server, or a CLI command, must not write under us.
-    lock = DatabaseLock.acquire(app[SETTINGS].db, role="server")
+    db = app[SETTINGS].db
+    assert isinstance(db, Path)
+    lock = DatabaseLock.acquire(db, role="server")
     app[LOCK] = lock
     yield
     lock.release()
@@ -78,7 +82,7 @@ async def _lock(app: web.Application) -> AsyncIterator[None]:
 
 async def _store(app: web.Application, given: Store | None) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = given or await SQLiteStore.open(settings.db, sync=settings.db_sync)
+    store: Store = given or await open_store(settings.db, sync=settings.db_sync)
     app[STORE] = store
     yield
     await store.close()
@@ -168,7 +172,7 @@ async def serve(settings: Settings, store: Store | None = None) -> None:
         host,
         port,
         settings.room_prefix,
-        settings.db.resolve(),
+        describe_db(settings.db.resolve() if isinstance(settings.db, Path) else settings.db),
     )
     if settings.auth == "open" and settings.authorizer is None and not _loopback(settings.host):
         log.warning(

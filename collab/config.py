@@ -14,6 +14,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from collab.auth import MIN_SECRET_LENGTH, Authorizer
 from collab.store.retention import parse_policy
@@ -26,6 +27,36 @@ SQLiteSync = Literal["normal", "full"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 AuthMode = Literal["open", "token"]
 EventLoop = Literal["asyncio", "uvloop", "auto"]
+
+
+class DatabaseURL(str):
+    """A PostgreSQL URL; its password never shows in a repr or a log (`str()` keeps it,
+    for the driver)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"DatabaseURL({self.masked!r})"
+
+    @property
+    def masked(self) -> str:
+        parts = urlsplit(self)
+        if parts.password is None:
+            return str(self)
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_db(text: str) -> Path | DatabaseURL:
+    """A PostgreSQL URL, or else the path of a SQLite file."""
+    if text.startswith(("postgresql://", "postgres://")):
+        return DatabaseURL(text)
+    return Path(text)
+
+
+def describe_db(db: Path | DatabaseURL) -> str:
+    """The database as logs and messages name it (no password)."""
+    return db.masked if isinstance(db, DatabaseURL) else str(db)
 
 
 class Secret(str):
@@ -78,7 +109,12 @@ class Settings:
     )
 
     # --- Storage
-    db: Path = _opt(Path("collab.db"), "SQLite database file; created on first start.")
+    db: Path | DatabaseURL = _opt(
+        Path("collab.db"),
+        "SQLite database file, created on first start; or a PostgreSQL database, "
+        "postgresql://user[:password]@host:port/dbname.",
+        parse=parse_db,
+    )
     db_sync: SQLiteSync = _opt(
         "normal",
         "SQLite synchronous level: 'normal' survives a crash of the process, "

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # belt and braces: never fetch a browser
 
-python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+python -m pip install --quiet --disable-pip-version-check -e '.[test,cluster]'
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
 # Third-party editors (Lexical, Quill, CodeMirror) for the restore tests, built into
 # tests/editors/dist/ (not committed: the tests build what the lockfile pins).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,13 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 from hypothesis import settings as hypothesis_settings
 from playwright.async_api import Browser, async_playwright
 
 from collab.app import start
-from collab.config import Settings
+from collab.config import DatabaseURL, Settings
 
 # Example counts stay as each test sets them; no per-example deadline, since CI machines
 # are shared and a slow example is not a wrong one.
@@ -81,6 +83,31 @@ async def make_server(db_path: Path) -> AsyncIterator[Callable[..., Awaitable[Ru
     yield make
     for running in servers:
         await running.stop()
+
+
+POSTGRES_ADMIN_URL = os.environ.get("COLLAB_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[DatabaseURL]:
+    """The URL of a PostgreSQL database made for the test (COLLAB_TEST_POSTGRES names
+    the server and a database to connect to), dropped after it. No PostgreSQL is a
+    failure, never a skip."""
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} (set COLLAB_TEST_POSTGRES): "
+            f"{exc}",
+            pytrace=False,
+        )
+    name = f"collab_{secrets.token_hex(8)}"
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield DatabaseURL(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

@@ -123,3 +123,15 @@ def test_token_mints_what_it_is_asked_for() -> None:
     assert grant.expires_at is not None and 800 < grant.expires_at - time.time() <= 900
     without = subprocess.run(command, capture_output=True, timeout=60, env=environ)
     assert without.returncode != 0 and b"COLLAB_AUTH_SECRET" in without.stderr
+
+
+def test_db_is_a_sqlite_path_or_a_postgresql_url_whose_password_never_shows() -> None:
+    from collab.config import DatabaseURL, describe_db
+
+    assert settings_for(["--db", "/tmp/x.db"], {}).db == Path("/tmp/x.db")
+    url = "postgresql://app:s3cret@db.internal:5432/collab"
+    db = settings_for(["--db", url], {}).db
+    assert isinstance(db, DatabaseURL) and str(db) == url  # the driver gets it whole
+    assert "s3cret" not in repr(db) and "s3cret" not in describe_db(db)
+    assert describe_db(db) == "postgresql://app:***@db.internal:5432/collab"
+    assert settings_for([], {"COLLAB_DB": "postgres://h/d"}).db == DatabaseURL("postgres://h/d")

@@ -36,9 +36,9 @@ async def test_aiosqlite_still_keeps_its_worker_thread_where_collab_joins_it(
 def test_the_core_imports_nothing_of_aiohttp() -> None:
     """The protocol, the Yjs knowledge, the room, the journal and the store run without
     the web layer (another transport, a worker, a test can use them alone)."""
-    core = "collab.protocol, collab.yjs, collab.store, collab.store.sqlite, collab.room"
+    core = "collab.protocol, collab.yjs, collab.store, collab.store.sqlite, collab.store.postgres"
     script = (
-        f"import sys, {core}, collab.journal\n"
+        f"import sys, {core}, collab.room, collab.journal\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))"
     )
     found = subprocess.run(

@@ -4,9 +4,6 @@ the behaviours of tests/test_store.py, and several nodes on one database."""
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-from collections.abc import AsyncIterator
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -14,27 +11,6 @@ import pytest
 from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
 from collab.store.postgres import MIGRATIONS, PostgresStore
-
-ADMIN_URL = os.environ.get("COLLAB_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-async def db_url() -> AsyncIterator[str]:
-    """The URL of a database created for the test, dropped after it."""
-    try:
-        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {ADMIN_URL} (set COLLAB_TEST_POSTGRES): {exc}",
-            pytrace=False,
-        )
-    name = f"collab_{secrets.token_hex(8)}"
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
 
 
 async def query(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -45,23 +21,23 @@ async def query(url: str, sql: str) -> list[tuple[object, ...]]:
         await conn.close()
 
 
-async def test_fresh_database_is_created_at_the_newest_schema(db_url: str) -> None:
-    await (await PostgresStore.open(db_url)).close()
-    assert await query(db_url, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
+async def test_fresh_database_is_created_at_the_newest_schema(postgres_url: str) -> None:
+    await (await PostgresStore.open(postgres_url)).close()
+    assert await query(postgres_url, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
 
 
-async def test_database_from_a_newer_collab_is_refused(db_url: str) -> None:
-    await (await PostgresStore.open(db_url)).close()
-    await query(db_url, "UPDATE schema_version SET version = 99")
+async def test_database_from_a_newer_collab_is_refused(postgres_url: str) -> None:
+    await (await PostgresStore.open(postgres_url)).close()
+    await query(postgres_url, "UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="newer"):
-        await PostgresStore.open(db_url)
+        await PostgresStore.open(postgres_url)
 
 
-async def test_nodes_opening_a_fresh_database_at_once_migrate_it_once(db_url: str) -> None:
-    stores = await asyncio.gather(*(PostgresStore.open(db_url) for _ in range(3)))
+async def test_nodes_opening_a_fresh_database_at_once_migrate_it_once(postgres_url: str) -> None:
+    stores = await asyncio.gather(*(PostgresStore.open(postgres_url) for _ in range(3)))
     for store in stores:
         await store.close()
-    assert await query(db_url, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
+    assert await query(postgres_url, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
 
 
 async def test_unreachable_database_raises_store_error() -> None:
@@ -69,12 +45,12 @@ async def test_unreachable_database_raises_store_error() -> None:
         await PostgresStore.open("postgresql://root@127.0.0.1:1/test")
 
 
-async def test_appends_return_the_offsets_they_reach_and_load_in_order(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_appends_return_the_offsets_they_reach_and_load_in_order(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     assert await store.append({"b": [b"x"], "a": [b"1", b"2"], "c": []}) == {"a": 2, "b": 1}
     assert await store.append({"a": [b"3"]}) == {"a": 3}
     await store.close()
-    store = await PostgresStore.open(db_url)
+    store = await PostgresStore.open(postgres_url)
     loaded = await store.load("a")
     assert (loaded.state, loaded.offset, loaded.updates, loaded.end) == (
         None,
@@ -87,8 +63,8 @@ async def test_appends_return_the_offsets_they_reach_and_load_in_order(db_url: s
     await store.close()
 
 
-async def test_the_log_is_read_after_an_offset(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_the_log_is_read_after_an_offset(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.append({"a": [b"1", b"2", b"3"], "b": [b"x"]})
     assert await store.read("a", 1) == [(2, b"2"), (3, b"3")]
     assert await store.read("a", 3) == []
@@ -96,16 +72,16 @@ async def test_the_log_is_read_after_an_offset(db_url: str) -> None:
     await store.close()
 
 
-async def test_unknown_document_loads_empty_and_is_not_created(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_unknown_document_loads_empty_and_is_not_created(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     loaded = await store.load("nobody")
     assert not loaded.exists and loaded.end == 0
     assert await store.docs() == []
     await store.close()
 
 
-async def test_a_version_covers_and_prunes_the_log_up_to_its_offset(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_a_version_covers_and_prunes_the_log_up_to_its_offset(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.append({"a": [b"1", b"2"]})
     first = await store.save_version("a", b"state-12", 2)
     await store.append({"a": [b"3"]})
@@ -119,12 +95,12 @@ async def test_a_version_covers_and_prunes_the_log_up_to_its_offset(db_url: str)
         (first.id, "auto", None, 8, 2),
         (second.id, "named", "v2", 9, 3),
     ]
-    assert await query(db_url, "SELECT count(*) FROM updates") == [(0,)]
+    assert await query(postgres_url, "SELECT count(*) FROM updates") == [(0,)]
     await store.close()
 
 
-async def test_a_version_prunes_nothing_it_does_not_cover(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_a_version_prunes_nothing_it_does_not_cover(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.append({"a": [b"1", b"2", b"3"]})
     await store.save_version("a", b"state-1", 1)
     loaded = await store.load("a")
@@ -132,8 +108,8 @@ async def test_a_version_prunes_nothing_it_does_not_cover(db_url: str) -> None:
     await store.close()
 
 
-async def test_loading_starts_from_the_version_that_covers_the_most(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_loading_starts_from_the_version_that_covers_the_most(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.append({"a": [b"1", b"2", b"3"]})
     covering = await store.save_version("a", b"state-123", 3)
     late = await store.save_version("a", b"state-1", 1)
@@ -145,8 +121,8 @@ async def test_loading_starts_from_the_version_that_covers_the_most(db_url: str)
     await store.close()
 
 
-async def test_deleting_versions_never_deletes_the_newest(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_deleting_versions_never_deletes_the_newest(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     ids = []
     for i in range(3):
         await store.append({"a": [b"%d" % i]})
@@ -158,8 +134,8 @@ async def test_deleting_versions_never_deletes_the_newest(db_url: str) -> None:
     await store.close()
 
 
-async def test_pruning_never_reuses_offsets(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_pruning_never_reuses_offsets(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.append({"a": [b"1"]})
     await store.save_version("a", b"s1", 1)
     assert await store.append({"a": [b"2"]}) == {"a": 2}
@@ -167,8 +143,8 @@ async def test_pruning_never_reuses_offsets(db_url: str) -> None:
     await store.close()
 
 
-async def test_version_state_is_read_back_and_unknown_ids_are_not_found(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_version_state_is_read_back_and_unknown_ids_are_not_found(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.append({"a": [b"1"]})
     version = await store.save_version("a", b"state-1", 1, kind="named", label="one")
     assert await store.version_state("a", version.id) == b"state-1"
@@ -179,8 +155,8 @@ async def test_version_state_is_read_back_and_unknown_ids_are_not_found(db_url: 
     await store.close()
 
 
-async def test_delete_doc_deletes_its_log_and_versions(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_delete_doc_deletes_its_log_and_versions(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.append({"a": [b"old"], "b": [b"kept"]})
     await store.save_version("a", b"s", 1)
     assert await store.delete_doc("a")
@@ -188,13 +164,13 @@ async def test_delete_doc_deletes_its_log_and_versions(db_url: str) -> None:
     assert await store.append({"a": [b"new"]}) == {"a": 1}
     loaded = await store.load("a")
     assert (loaded.state, loaded.updates, loaded.end) == (None, [b"new"], 1)
-    assert await query(db_url, "SELECT count(*) FROM updates") == [(2,)]
-    assert await query(db_url, "SELECT count(*) FROM versions") == [(0,)]
+    assert await query(postgres_url, "SELECT count(*) FROM updates") == [(2,)]
+    assert await query(postgres_url, "SELECT count(*) FROM versions") == [(0,)]
     await store.close()
 
 
-async def test_doc_info_reports_size_and_log(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_doc_info_reports_size_and_log(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     assert await store.doc_info("a") is None
     await store.append({"a": [b"12345", b"678"]})
     info = await store.doc_info("a")
@@ -206,22 +182,22 @@ async def test_doc_info_reports_size_and_log(db_url: str) -> None:
     await store.close()
 
 
-async def test_revocations_are_kept_across_a_reopen(db_url: str) -> None:
+async def test_revocations_are_kept_across_a_reopen(postgres_url: str) -> None:
     kept = [
         Revocation(at=1.5, permission="read", token_id="t1"),
         Revocation(at=2.5, subject="ann", docs="team/*"),
     ]
-    store = await PostgresStore.open(db_url)
+    store = await PostgresStore.open(postgres_url)
     for revocation in kept:
         await store.add_revocation(revocation)
     await store.close()
-    store = await PostgresStore.open(db_url)
+    store = await PostgresStore.open(postgres_url)
     assert await store.revocations() == kept
     await store.close()
 
 
-async def test_many_documents_load_at_the_same_moment(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_many_documents_load_at_the_same_moment(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     for i in range(20):
         await store.append({f"doc{i}": [b"%d" % i]})
         await store.save_version(f"doc{i}", b"s%d" % i, 1)
@@ -233,10 +209,10 @@ async def test_many_documents_load_at_the_same_moment(db_url: str) -> None:
     await store.close()
 
 
-async def test_two_nodes_appending_to_one_document_get_every_offset_once(db_url: str) -> None:
+async def test_two_nodes_appending_to_one_document_get_every_offset_once(postgres_url: str) -> None:
     """Two pools, as two nodes: offsets are given in the committing transactions, so
     batches naming the same documents in either order neither skip, repeat nor deadlock."""
-    one, two = await PostgresStore.open(db_url), await PostgresStore.open(db_url)
+    one, two = await PostgresStore.open(postgres_url), await PostgresStore.open(postgres_url)
     sent = [(store, b"%d" % i) for i in range(100) for store in (one, two)]
     batches = [
         {"a": [update], "b": [update]} if i % 2 else {"b": [update], "a": [update]}
@@ -254,8 +230,8 @@ async def test_two_nodes_appending_to_one_document_get_every_offset_once(db_url:
     await two.close()
 
 
-async def test_writes_after_close_raise_store_error(db_url: str) -> None:
-    store = await PostgresStore.open(db_url)
+async def test_writes_after_close_raise_store_error(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.append({"a": [b"1"]})

@@ -15,17 +15,17 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 
-from collab.config import Settings
+from collab.config import Settings, describe_db
 from collab.documents import DocSummary, Exported, Format, Restored, open_documents
 from collab.errors import CollabError, DatabaseInUse, StoreError, Unauthorized, error_from_json
 from collab.lockfile import DatabaseLock, holder
-from collab.store import Version
-from collab.store.sqlite import SQLiteStore
+from collab.store import Version, open_store
 
 Progress = Callable[[int, int, str], None]
 T = TypeVar("T")
@@ -154,7 +154,14 @@ async def connect(
         DatabaseInUse: another command holds the database, or its server does not answer.
         StoreError: there is no database at `settings.db` (and `create` is false).
     """
+    if server is None and not isinstance(settings.db, Path):
+        # PostgreSQL: no lock (nodes share it); straight to the database. A server's room
+        # finds what a command wrote as a gap in the log's offsets and reads it.
+        async with _local(settings, create) as local:
+            yield local
+        return
     if server is None:
+        assert isinstance(settings.db, Path)
         try:
             lock = DatabaseLock.acquire(settings.db, role="cli")
         except DatabaseInUse as busy:
@@ -173,6 +180,7 @@ async def connect(
 
 async def _server_of(settings: Settings, busy: DatabaseInUse) -> str:
     # A server that has just started holds the lock a moment before it says its address.
+    assert isinstance(settings.db, Path)
     for _ in range(20):
         url = (holder(settings.db) or {}).get("url")
         if isinstance(url, str):
@@ -183,12 +191,12 @@ async def _server_of(settings: Settings, busy: DatabaseInUse) -> str:
 
 @asynccontextmanager
 async def _local(settings: Settings, create: bool) -> AsyncIterator[Reach]:
-    if not create and not settings.db.exists():
+    if isinstance(settings.db, Path) and not create and not settings.db.exists():
         raise StoreError(f"there is no database at {settings.db}")
-    store = await SQLiteStore.open(settings.db, sync=settings.db_sync)
+    store = await open_store(settings.db, sync=settings.db_sync)
     try:
         # No connection will come: save and unload rooms as soon as a command is done.
         async with open_documents(store, replace(settings, room_grace_seconds=0)) as documents:
-            yield Reach(documents, f"database {settings.db}")
+            yield Reach(documents, f"database {describe_db(settings.db)}")
     finally:
         await store.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, get_args
 
 VersionKind = Literal["auto", "named", "pre-restore"]
@@ -193,3 +194,20 @@ class Catalogue(Protocol):
 
 class DocumentStore(DocumentLog, History, Catalogue, Protocol):
     """Everything the document operations (collab/documents.py) need of a store."""
+
+
+async def open_store(db: Path | str, *, sync: str = "normal") -> Any:
+    """The store of `db`: a SQLite file (a Path), or a PostgreSQL URL (`sync` is
+    SQLite's). Returns a SQLiteStore or a PostgresStore, which implement every
+    interface above and `Revocations`.
+
+    Raises:
+        StoreError: the database cannot be opened.
+    """
+    if isinstance(db, Path):
+        from collab.store.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(db, sync=sync)
+    from collab.store.postgres import PostgresStore
+
+    return await PostgresStore.open(str(db))
