@@ -15,10 +15,11 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +34,9 @@ from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
 from collab.store import open_store
 from collab.yjs import document
+
+if TYPE_CHECKING:  # redis is the cluster extra's: imported only with --redis
+    from collab.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +94,29 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
 
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
     document.warm_up()
-    async with open_documents(app[STORE], app[SETTINGS]) as documents:
-        app[ROOMS] = documents.rooms
-        app[DOCUMENTS] = documents
-        guard = Guard(app[SETTINGS], app[STORE], documents.rooms)
-        await guard.load()
-        app[GUARD] = guard
-        yield
+    bus = await _bus(app[SETTINGS])
+    try:
+        async with open_documents(app[STORE], app[SETTINGS], bus) as documents:
+            app[ROOMS] = documents.rooms
+            app[DOCUMENTS] = documents
+            guard = Guard(app[SETTINGS], app[STORE], documents.rooms)
+            await guard.load()
+            app[GUARD] = guard
+            yield
+    finally:
+        if bus is not None:
+            await bus.close()
+
+
+async def _bus(settings: Settings) -> Bus | None:
+    if not settings.redis:
+        return None
+    from collab.bus import Bus, key_prefix  # the cluster extra's redis
+
+    node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+    bus = await Bus.open(settings.redis, node_id, key_prefix(str(settings.db)))
+    log.info("cluster node %s, bus %s", node_id, settings.redis)
+    return bus
 
 
 async def _retention(app: web.Application) -> AsyncIterator[None]:

@@ -115,6 +115,12 @@ class Settings:
         "postgresql://user[:password]@host:port/dbname.",
         parse=parse_db,
     )
+    redis: str = _opt(
+        "",
+        "Redis URL (redis://host:port/db) of the bus that servers sharing a PostgreSQL "
+        "database use to relay each other's updates at once (pip install 'collab[cluster]').",
+    )
+    node_id: str = _opt("", "This server's name in its cluster (default: generated).")
     db_sync: SQLiteSync = _opt(
         "normal",
         "SQLite synchronous level: 'normal' survives a crash of the process, "

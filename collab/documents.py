@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pycrdt
 
@@ -30,6 +30,9 @@ from collab.yjs.restore import RootTypeConflict, restore_updates
 from collab.yjs.roots import parse_hints, root_types
 from collab.yjs.tree import Tree
 from collab.yjs.update import UpdateFormatError
+
+if TYPE_CHECKING:  # redis is the cluster extra's: imported only when a bus is made
+    from collab.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +166,15 @@ def check_label(label: Any) -> str:
 
 
 @asynccontextmanager
-async def open_documents(store: DocumentStore, settings: Settings) -> AsyncIterator[Documents]:
+async def open_documents(
+    store: DocumentStore, settings: Settings, bus: Bus | None = None
+) -> AsyncIterator[Documents]:
     """The documents of `store`, for a server or a command: a journal, the rooms over
-    it, and the operations. On exit every room is saved and unloaded, then the journal
-    stops (the store stays open: its opener closes it)."""
-    journal = Journal(store, settings)
-    rooms = Rooms(journal, store, settings)
+    it, and the operations; with `bus`, they hear of and announce other servers'
+    updates. On exit every room is saved and unloaded, then the journal stops (the store
+    and the bus stay open: their opener closes them)."""
+    journal = Journal(store, settings, bus)
+    rooms = Rooms(journal, store, settings, bus)
     try:
         yield Documents(rooms, store, store, settings)
     finally:

@@ -63,6 +63,14 @@ def version_due(
     return max(due, not_before)
 
 
+class Publisher(Protocol):
+    """Where committed updates are announced to other servers (collab/bus.py)."""
+
+    def publish(self, doc: str, first: int, updates: list[bytes]) -> None:
+        """Updates of `doc` committed at offsets first, first + 1..."""
+        ...
+
+
 class Source(Protocol[P]):
     """The document a ledger keeps (a Room)."""
 
@@ -143,6 +151,10 @@ class Ledger(Generic[P]):
         self._cover(offset, offset)
         self.size += size
         self._count_unversioned(1)
+
+    def holds(self, offset: int) -> bool:
+        """Whether the update at `offset` is applied already."""
+        return offset <= self.offset or offset in self._ahead
 
     def assume_size(self, size: int) -> None:
         """Count the document at `size` bytes until the next version (after a restore,
@@ -316,9 +328,10 @@ class Ledger(Generic[P]):
 class Journal:
     """The commit pipeline of every document of one server."""
 
-    def __init__(self, log: DocumentLog, settings: Settings) -> None:
+    def __init__(self, log: DocumentLog, settings: Settings, bus: Publisher | None = None) -> None:
         self.log = log
         self.settings = settings
+        self._bus = bus
         self._waiting: dict[Ledger[Any], None] = {}  # with writes to commit, in order
         self._wakeup = asyncio.Event()
         self._catching_up: dict[Ledger[Any], asyncio.Task[None]] = {}
@@ -389,10 +402,13 @@ class Journal:
         for ledger, (count, updates) in taken.items():
             if ledger._discarded:
                 continue
+            offset = reached.get(ledger.name)
             try:
-                ledger._committed(count, len(updates), reached.get(ledger.name))
+                ledger._committed(count, len(updates), offset)
             except Exception:  # a room's bug must not stop every other room's commits
                 log.exception("%s: relaying committed updates failed", ledger.name)
+            if self._bus is not None and updates and offset is not None:
+                self._bus.publish(ledger.name, offset - len(updates) + 1, updates)
         return True
 
     def _catch_up(self, ledger: Ledger[P]) -> None:

@@ -167,7 +167,9 @@ class Room:
     def receive_committed(self, update: bytes, offset: int) -> None:
         """Apply an update another writer has committed at `offset` of this document's
         log, and relay it to every peer at once: it is durable, so it is not stored
-        again."""
+        again. One the room holds already (heard twice, or read from the log) is ignored."""
+        if self.ledger.holds(offset):
+            return
         try:
             applied = self.document.apply(update, stored=True)
         except UpdateRejected as exc:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from collab.config import Settings
 from collab.errors import DocNotFound, StoreError
@@ -18,14 +19,20 @@ from collab.journal import Journal
 from collab.room import Room
 from collab.store import Catalogue
 
+if TYPE_CHECKING:  # redis is the cluster extra's: imported only when a bus is made
+    from collab.bus import Bus
+
 log = logging.getLogger(__name__)
 
 
 class Rooms:
     """Every loaded room, with a lease count per name (one lease per connection)."""
 
-    def __init__(self, journal: Journal, catalogue: Catalogue, settings: Settings) -> None:
+    def __init__(
+        self, journal: Journal, catalogue: Catalogue, settings: Settings, bus: Bus | None = None
+    ) -> None:
         self._journal = journal
+        self._bus = bus
         self._catalogue = catalogue
         self._settings = settings
         self._rooms: dict[str, Room] = {}
@@ -86,6 +93,11 @@ class Rooms:
         try:
             stored = await self._journal.log.load(name)
             room = Room(name, self._settings, self._journal, stored)
+            if self._bus is not None:
+                # From here the bus relays what other servers commit; what they
+                # committed since the load is in the log.
+                await self._bus.watch(room)
+                room.catch_up(await self._journal.log.read(name, room.ledger.offset))
         finally:
             del self._loading[name]
         self._rooms[name] = room
@@ -127,6 +139,8 @@ class Rooms:
         finally:
             del self._unloading[name]
         del self._rooms[name]
+        if self._bus is not None:
+            self._bus.unwatch(name)
         room.stop()
         log.debug("%s: unloaded", name)
 
@@ -147,6 +161,8 @@ class Rooms:
             if timer := self._timers.pop(name, None):
                 timer.cancel()
             room = self._rooms.pop(name, None)
+            if self._bus is not None:
+                self._bus.unwatch(name)
             live = False
             if room is not None:
                 room.close_peers(DocNotFound.close_code, "document deleted")

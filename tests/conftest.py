@@ -110,6 +110,28 @@ async def postgres_url() -> AsyncIterator[DatabaseURL]:
         await admin.close()
 
 
+REDIS_URL = os.environ.get("COLLAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    """The Redis of the tests (COLLAB_TEST_REDIS). No Redis is a failure, never a skip.
+    Clusters do not mix on it: their keys are prefixed by their database."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL, protocol=2, socket_timeout=5)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} (set COLLAB_TEST_REDIS): {exc}",
+            pytrace=False,
+        )
+    finally:
+        await client.aclose()
+    return REDIS_URL
+
+
 @pytest.fixture
 async def server(make_server: Callable[..., Awaitable[RunningServer]]) -> RunningServer:
     return await make_server()
