@@ -27,7 +27,7 @@ from collab import __version__, api, pages, ws
 from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
 from collab.config import EventLoop, Settings, describe_db
 from collab.documents import Documents, open_documents
-from collab.errors import CollabError
+from collab.errors import CollabError, StoreError
 from collab.frames import FrameCache
 from collab.guard import Guard
 from collab.lockfile import DatabaseLock
@@ -111,7 +111,12 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
 async def _bus(settings: Settings) -> Bus | None:
     if not settings.redis:
         return None
-    from collab.bus import Bus, key_prefix  # the cluster extra's redis
+    try:
+        from collab.bus import Bus, key_prefix  # the cluster extra's redis
+    except ImportError as exc:
+        raise StoreError(
+            f"--redis needs the cluster extra (pip install 'collab[cluster]'): {exc}"
+        ) from exc
 
     node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
     bus = await Bus.open(settings.redis, node_id, key_prefix(str(settings.db)))

@@ -204,10 +204,16 @@ async def open_store(db: Path | str, *, sync: str = "normal") -> Any:
     Raises:
         StoreError: the database cannot be opened.
     """
+    from collab.errors import StoreError
+
     if isinstance(db, Path):
         from collab.store.sqlite import SQLiteStore
 
         return await SQLiteStore.open(db, sync=sync)
-    from collab.store.postgres import PostgresStore
-
+    try:
+        from collab.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise StoreError(
+            f"a PostgreSQL database needs the cluster extra (pip install 'collab[cluster]'): {exc}"
+        ) from exc
     return await PostgresStore.open(str(db))
