@@ -1,42 +1,37 @@
-"""SQLiteStore on a real SQLite file: the log and its offsets, versions, migrations,
-where commits run."""
+"""The behaviour every store keeps (the interfaces of collab/store/__init__.py), on a
+real SQLite file and on a real PostgreSQL database: each test runs on both."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
-from collab.store.schema import MIGRATIONS
+from collab.store.postgres import PostgresStore
 from collab.store.sqlite import SQLiteStore
 
-
-async def test_fresh_database_is_created_at_the_newest_schema(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    await store.close()
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+Opener = Callable[[], Awaitable[Any]]  # opens the test's database (again)
 
 
-async def test_database_from_a_newer_collab_is_refused(db_path: Path) -> None:
-    await (await SQLiteStore.open(db_path)).close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StoreError, match="newer"):
-        await SQLiteStore.open(db_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, db_path: Path) -> Opener:
+    if request.param == "sqlite":
+        return lambda: SQLiteStore.open(db_path)
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStore.open(url)
 
 
-async def test_appends_return_the_offsets_they_reach_and_load_in_order(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    assert await store.append({"a": [b"1", b"2"], "b": [b"x"]}) == {"a": 2, "b": 1}
+async def test_appends_return_the_offsets_they_reach_and_load_in_order(open_store: Opener) -> None:
+    store = await open_store()
+    assert await store.append({"b": [b"x"], "a": [b"1", b"2"], "c": []}) == {"a": 2, "b": 1}
     assert await store.append({"a": [b"3"]}) == {"a": 3}
     await store.close()
-    store = await SQLiteStore.open(db_path)
+    store = await open_store()
     loaded = await store.load("a")
     assert (loaded.state, loaded.offset, loaded.updates, loaded.end) == (
         None,
@@ -49,8 +44,8 @@ async def test_appends_return_the_offsets_they_reach_and_load_in_order(db_path: 
     await store.close()
 
 
-async def test_the_log_is_read_after_an_offset(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
+async def test_the_log_is_read_after_an_offset(open_store: Opener) -> None:
+    store = await open_store()
     await store.append({"a": [b"1", b"2", b"3"], "b": [b"x"]})
     assert await store.read("a", 1) == [(2, b"2"), (3, b"3")]
     assert await store.read("a", 3) == []
@@ -58,16 +53,16 @@ async def test_the_log_is_read_after_an_offset(db_path: Path) -> None:
     await store.close()
 
 
-async def test_unknown_document_loads_empty_and_is_not_created(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
+async def test_unknown_document_loads_empty_and_is_not_created(open_store: Opener) -> None:
+    store = await open_store()
     loaded = await store.load("nobody")
     assert not loaded.exists and loaded.end == 0
     assert await store.docs() == []
     await store.close()
 
 
-async def test_a_version_covers_and_prunes_the_log_up_to_its_offset(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
+async def test_a_version_covers_and_prunes_the_log_up_to_its_offset(open_store: Opener) -> None:
+    store = await open_store()
     await store.append({"a": [b"1", b"2"]})
     first = await store.save_version("a", b"state-12", 2)
     await store.append({"a": [b"3"]})
@@ -81,16 +76,12 @@ async def test_a_version_covers_and_prunes_the_log_up_to_its_offset(db_path: Pat
         (first.id, "auto", None, 8, 2),
         (second.id, "named", "v2", 9, 3),
     ]
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM updates").fetchone() == (0,)
+    assert await store.read("a", 0) == []
     await store.close()
 
 
-async def test_a_version_prunes_nothing_it_does_not_cover(db_path: Path) -> None:
-    """Two writers: one that has seen only offset 1 saves a version. Before offsets, a
-    version "covered everything appended so far" and the other writer's updates 2 and 3,
-    missing from its state, were deleted."""
-    store = await SQLiteStore.open(db_path)
+async def test_a_version_prunes_nothing_it_does_not_cover(open_store: Opener) -> None:
+    store = await open_store()
     await store.append({"a": [b"1", b"2", b"3"]})
     await store.save_version("a", b"state-1", 1)
     loaded = await store.load("a")
@@ -98,10 +89,8 @@ async def test_a_version_prunes_nothing_it_does_not_cover(db_path: Path) -> None
     await store.close()
 
 
-async def test_loading_starts_from_the_version_that_covers_the_most(db_path: Path) -> None:
-    # A late writer's version may cover less than an earlier one; the log that the
-    # earlier one pruned is in neither the late version nor the log.
-    store = await SQLiteStore.open(db_path)
+async def test_loading_starts_from_the_version_that_covers_the_most(open_store: Opener) -> None:
+    store = await open_store()
     await store.append({"a": [b"1", b"2", b"3"]})
     covering = await store.save_version("a", b"state-123", 3)
     late = await store.save_version("a", b"state-1", 1)
@@ -113,8 +102,21 @@ async def test_loading_starts_from_the_version_that_covers_the_most(db_path: Pat
     await store.close()
 
 
-async def test_pruning_never_reuses_offsets(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
+async def test_deleting_versions_never_deletes_the_newest(open_store: Opener) -> None:
+    store = await open_store()
+    ids = []
+    for i in range(3):
+        await store.append({"a": [b"%d" % i]})
+        ids.append((await store.save_version("a", b"s%d" % i, i + 1)).id)
+    assert await store.delete_versions("a", ids) == 2
+    assert await store.delete_versions("a", []) == 0
+    assert [s.id for s in await store.versions("a")] == [ids[-1]]
+    assert (await store.load("a")).state == b"s2"
+    await store.close()
+
+
+async def test_pruning_never_reuses_offsets(open_store: Opener) -> None:
+    store = await open_store()
     await store.append({"a": [b"1"]})
     await store.save_version("a", b"s1", 1)
     assert await store.append({"a": [b"2"]}) == {"a": 2}
@@ -122,152 +124,34 @@ async def test_pruning_never_reuses_offsets(db_path: Path) -> None:
     await store.close()
 
 
-async def test_a_writer_with_a_stale_count_fails_and_then_appends_after_the_other(
-    db_path: Path,
-) -> None:
-    """Two stores on one file, as two processes: each counts offsets from what it saw;
-    the database refuses an offset that is not the next, and the refused writer reads
-    the count again."""
-    one, two = await SQLiteStore.open(db_path), await SQLiteStore.open(db_path)
-    assert await one.append({"a": [b"1"]}) == {"a": 1}
-    assert await two.append({"a": [b"2"]}) == {"a": 2}  # two has never counted "a"
-    with pytest.raises(StoreError, match="out of its log order"):
-        await one.append({"a": [b"3"]})  # one still counts 1
-    assert await one.append({"a": [b"3"]}) == {"a": 3}  # as the journal retries
-    assert await two.read("a", 0) == [(1, b"1"), (2, b"2"), (3, b"3")]
-    await one.close()
-    await two.close()
-
-
-async def test_a_version_queued_between_appends_covers_only_those_before(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    results = await asyncio.gather(
-        store.append({"a": [b"1"]}),
-        store.save_version("a", b"state-1", 1),
-        store.append({"a": [b"2"]}),
-    )
-    assert results[1].update_count == 1
-    loaded = await store.load("a")
-    assert (loaded.state, loaded.updates) == (b"state-1", [b"2"])
-    await store.close()
-
-
-async def test_writes_queued_behind_a_large_one_commit_together(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    commits: list[str] = []
-    store._writer.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
-    # The large state goes to a thread; everything arriving meanwhile queues behind it.
-    await asyncio.gather(
-        store.save_version("big", b"x" * (1 << 20), 0),
-        *(store.append({f"doc{i % 10}": [b"u"]}) for i in range(200)),
-    )
-    assert sum(d.update_count for d in await store.docs()) == 200
-    assert 1 <= len(commits) <= 3
-    await store.close()
-
-
-async def test_a_small_append_commits_on_the_event_loop(db_path: Path) -> None:
-    """With synchronous=NORMAL a commit does not fsync: it is cheaper than the trip to a
-    thread, and the one commit-before-relay costs (measured in docs/benchmarks.md)."""
-    store = await SQLiteStore.open(db_path)
-    threads: set[int] = set()
-    store._writer.set_trace_callback(lambda sql: threads.add(threading.get_ident()))
-    await store.append({"doc": [b"u"]})
-    assert threads == {threading.get_ident()}
-    await store.close()
-
-
-async def test_with_full_sync_every_commit_runs_off_the_event_loop(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path, sync="full")
-    threads: set[int] = set()
-    store._writer.set_trace_callback(lambda sql: threads.add(threading.get_ident()))
-    await store.append({"doc": [b"u"]})
-    await store.save_version("doc", b"s", 1)
-    assert threads and threading.get_ident() not in threads
-    assert store._writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
-    await store.close()
-
-
-async def test_the_wal_is_checkpointed_and_truncated_on_close(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    for _ in range(50):
-        await store.append({"doc": [b"u" * 1000]})
-    wal = db_path.with_name(db_path.name + "-wal")
-    assert wal.stat().st_size > 0  # the writer never checkpoints on the loop
-    await store.close()
-    assert not wal.exists() or wal.stat().st_size == 0
-
-
-async def test_a_schema_2_database_is_migrated_and_keeps_counting(db_path: Path) -> None:
-    with sqlite3.connect(db_path) as conn:  # as collab left it before schema 3
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for script in MIGRATIONS[:2]:
-            conn.executescript(script)
-        conn.execute("INSERT INTO schema_version VALUES (2)")
-        conn.execute(
-            "INSERT INTO docs (name, created_at, updated_at, update_count) VALUES ('a', 1, 1, 1)"
-        )
-        conn.execute("INSERT INTO updates (doc_id, data) VALUES (1, x'00')")
-    store = await SQLiteStore.open(db_path)
-    assert await store.append({"a": [b"1", b"2"]}) == {"a": 3}
-    (info,) = await store.docs()
-    assert info.update_count == 3 and info.updated_at > 1_000_000_000
-    await store.close()
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
-
-
-async def test_writes_after_close_raise_store_error(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    await store.close()
-    with pytest.raises(StoreError):
-        await store.append({"a": [b"1"]})
-
-
-async def test_unwritable_database_raises_store_error(tmp_path: Path) -> None:
-    with pytest.raises(StoreError):
-        await SQLiteStore.open(tmp_path / "missing-dir" / "collab.db")
-
-
-async def test_version_state_is_read_back_and_unknown_ids_are_not_found(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
+async def test_version_state_is_read_back_and_unknown_ids_are_not_found(open_store: Opener) -> None:
+    store = await open_store()
     await store.append({"a": [b"1"]})
     version = await store.save_version("a", b"state-1", 1, kind="named", label="one")
     assert await store.version_state("a", version.id) == b"state-1"
-    with pytest.raises(VersionNotFound):
+    with pytest.raises(VersionNotFound, match="has no version"):
         await store.version_state("a", version.id + 1)
     with pytest.raises(VersionNotFound):
         await store.version_state("b", version.id)  # another document's id
     await store.close()
 
 
-async def test_deleting_versions_never_deletes_the_newest(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    ids = []
-    for i in range(3):
-        await store.append({"a": [b"%d" % i]})
-        ids.append((await store.save_version("a", b"s%d" % i, i + 1)).id)
-    assert await store.delete_versions("a", ids) == 2
-    assert [s.id for s in await store.versions("a")] == [ids[-1]]
-    assert (await store.load("a")).state == b"s2"
-    await store.close()
-
-
-async def test_delete_doc_sees_appends_queued_before_it_and_not_after(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    await store.append({"a": [b"old"]})
-    existed, _ = await asyncio.gather(store.delete_doc("a"), store.append({"a": [b"new"]}))
-    assert existed
-    loaded = await store.load("a")
-    assert (loaded.updates, loaded.end) == ([b"new"], 1)
+async def test_delete_doc_deletes_its_log_and_versions(open_store: Opener) -> None:
+    store = await open_store()
+    await store.append({"a": [b"old"], "b": [b"kept"]})
+    await store.save_version("a", b"s", 1)
+    assert await store.delete_doc("a")
     assert not await store.delete_doc("missing")
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM updates").fetchone() == (1,)
+    assert await store.append({"a": [b"new"]}) == {"a": 1}
+    loaded = await store.load("a")
+    assert (loaded.state, loaded.updates, loaded.end) == (None, [b"new"], 1)
+    assert await store.read("b", 0) == [(1, b"kept")]  # another document is untouched
+    assert await store.versions("a") == []
     await store.close()
 
 
-async def test_doc_info_reports_size_and_log(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
+async def test_doc_info_reports_size_and_log(open_store: Opener) -> None:
+    store = await open_store()
     assert await store.doc_info("a") is None
     await store.append({"a": [b"12345", b"678"]})
     info = await store.doc_info("a")
@@ -278,8 +162,22 @@ async def test_doc_info_reports_size_and_log(db_path: Path) -> None:
     await store.close()
 
 
-async def test_many_documents_load_at_the_same_moment(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
+async def test_revocations_are_kept_across_a_reopen(open_store: Opener) -> None:
+    kept = [
+        Revocation(at=1.5, permission="read", token_id="t1"),
+        Revocation(at=2.5, subject="ann", docs="team/*"),
+    ]
+    store = await open_store()
+    for revocation in kept:
+        await store.add_revocation(revocation)
+    await store.close()
+    store = await open_store()
+    assert await store.revocations() == kept
+    await store.close()
+
+
+async def test_many_documents_load_at_the_same_moment(open_store: Opener) -> None:
+    store = await open_store()
     for i in range(20):
         await store.append({f"doc{i}": [b"%d" % i]})
         await store.save_version(f"doc{i}", b"s%d" % i, 1)
@@ -291,82 +189,10 @@ async def test_many_documents_load_at_the_same_moment(db_path: Path) -> None:
     await store.close()
 
 
-async def test_loads_that_arrive_together_are_read_in_one_transaction(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    for i in range(0, 1200, 3):  # every third document exists; some have snapshots
-        await store.append({f"doc{i}": [b"a%d" % i, b"b%d" % i]})
-        if i % 2:
-            await store.save_version(f"doc{i}", b"s%d" % i, 2)
-            await store.append({f"doc{i}": [b"c%d" % i]})
-
-    def expected(i: int) -> tuple[bytes | None, list[bytes], int]:
-        if i % 3:
-            return None, [], 0
-        if i % 2:
-            return b"s%d" % i, [b"c%d" % i], 3
-        return None, [b"a%d" % i, b"b%d" % i], 2
-
-    begins: list[str] = []
-    await store._reader.set_trace_callback(
-        lambda sql: begins.append(sql) if sql == "BEGIN" else None
-    )
-    numbers = [*range(1200), 3, 4]  # two names asked for twice
-    loaded = await asyncio.gather(*(store.load(f"doc{i}") for i in numbers))
-    assert [(d.state, d.updates, d.end) for d in loaded] == list(map(expected, numbers))
-    assert 1 <= len(begins) <= 4  # 500 documents per read
+async def test_writes_after_close_raise_store_error(open_store: Opener) -> None:
+    store = await open_store()
     await store.close()
-
-
-async def test_a_failed_read_fails_every_load_waiting_for_it(db_path: Path) -> None:
-    store = await SQLiteStore.open(db_path)
-    await store.append({"doc": [b"u"]})
-    await store._reader.close()
-    results = await asyncio.gather(
-        *(store.load(f"doc{i}") for i in range(3)), return_exceptions=True
-    )
-    assert all(isinstance(r, StoreError) and "cannot load" in str(r) for r in results), results
-    await store.close()
-
-
-async def test_a_database_of_schema_3_comes_along_with_nothing_lost(db_path: Path) -> None:
-    """A database as collab wrote it before offsets: global update ids, a snapshot
-    recording the last global id it covered, two documents' logs interleaved."""
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for script in MIGRATIONS[:3]:
-            conn.executescript(script)
-        conn.execute("INSERT INTO schema_version VALUES (3)")
-        conn.execute("INSERT INTO docs (name, created_at, updated_at) VALUES ('a', 1, 1)")
-        conn.execute("INSERT INTO docs (name, created_at, updated_at) VALUES ('b', 1, 1)")
-        for doc_id, data in [(1, "a1"), (1, "a2"), (2, "b1"), (1, "a3"), (2, "b2")]:
-            conn.execute(
-                "INSERT INTO updates (doc_id, data) VALUES (?, ?)", (doc_id, data.encode())
-            )
-        # A snapshot of "a" after its third update (global id 4), which pruned the log.
-        conn.execute(
-            "INSERT INTO snapshots (doc_id, created_at, kind, label, log_id, update_count, "
-            "size, state) VALUES (1, 2, 'named', 'first', 4, 3, 3, x'736133')"
-        )
-        conn.execute("DELETE FROM updates WHERE doc_id = 1 AND id <= 4")
-        for doc_id, data in [(1, "a4"), (1, "a5")]:
-            conn.execute(
-                "INSERT INTO updates (doc_id, data) VALUES (?, ?)", (doc_id, data.encode())
-            )
-        conn.execute(
-            "INSERT INTO revocations (at, permission, token_id, subject, docs) "
-            "VALUES (3, 'read', 'tok', NULL, '*')"
-        )
-    store = await SQLiteStore.open(db_path)
-    a, b = await store.load("a"), await store.load("b")
-    assert (a.state, a.offset, a.updates, a.end) == (b"sa3", 3, [b"a4", b"a5"], 5)
-    assert (b.state, b.offset, b.updates, b.end) == (None, 0, [b"b1", b"b2"], 2)
-    assert await store.read("a", 3) == [(4, b"a4"), (5, b"a5")]
-    (version,) = await store.versions("a")
-    assert (version.kind, version.label, version.update_count) == ("named", "first", 3)
-    assert await store.version_state("a", version.id) == b"sa3"
-    assert [(r.permission, r.token_id) for r in await store.revocations()] == [("read", "tok")]
-    assert await store.append({"a": [b"a6"], "b": [b"b3"]}) == {"a": 6, "b": 3}
-    await store.save_version("a", b"sa6", 6)
-    assert (await store.load("a")).updates == []
-    assert (await store.load("b")).updates == [b"b1", b"b2", b"b3"]  # untouched
-    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.append({"a": [b"1"]})
+    with pytest.raises(StoreError, match="closed"):
+        await store.load("a")
