@@ -6,18 +6,20 @@ A document name is one path segment: a `/` in it is sent as `%2F`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from collab import __version__
-from collab.appkeys import DOCUMENTS, GUARD, ROOMS, SETTINGS
+from collab.appkeys import CHECKS, DOCUMENTS, GUARD, ROOMS, SETTINGS
 from collab.auth import Permission, Revocation, allows
 from collab.documents import Exported, check_format
-from collab.errors import HTTP_ERROR, BadRequest, CollabError, Forbidden, error_json
+from collab.errors import HTTP_ERROR, BadRequest, CollabError, Forbidden, StoreError, error_json
 from collab.names import check_doc_name
 from collab.openapi import spec
 from collab.store import iso_time
@@ -111,11 +113,34 @@ def _content(exported: Exported) -> web.Response:
     )
 
 
+_CHECK_SECONDS = 2.0
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """Answers while the server is up."""
+    """Answers 200 while the server is up; says whether the database (and Redis, in a
+    cluster) answer: "status" is "ok" when they all do, else "degraded"."""
+    checks = request.app[CHECKS]
+    results = await asyncio.gather(*(_check(check) for check in checks.values()))
+    services = dict(zip(checks, results, strict=True))
     return web.json_response(
-        {"status": "ok", "version": __version__, "rooms": len(request.app[ROOMS])}
+        {
+            "status": "ok" if all(r == "ok" for r in results) else "degraded",
+            "version": __version__,
+            "rooms": len(request.app[ROOMS]),
+            **services,
+        }
     )
+
+
+async def _check(check: Callable[[], Awaitable[None]]) -> str:
+    try:
+        async with asyncio.timeout(_CHECK_SECONDS):
+            await check()
+    except StoreError as exc:
+        return str(exc)
+    except TimeoutError:
+        return f"no answer within {_CHECK_SECONDS:.0f} s"
+    return "ok"
 
 
 async def openapi(request: web.Request) -> web.Response:

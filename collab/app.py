@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
-from collab.appkeys import DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
+from collab.appkeys import CHECKS, DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
 from collab.config import EventLoop, Settings, describe_db
 from collab.documents import Documents, open_documents
 from collab.errors import CollabError, StoreError
@@ -88,6 +88,8 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
     settings = app[SETTINGS]
     store: Store = given or await open_store(settings.db, sync=settings.db_sync)
     app[STORE] = store
+    checks: dict[str, Callable[[], Awaitable[None]]] = {"database": store.ping}
+    app[CHECKS] = checks
     yield
     await store.close()
 
@@ -95,6 +97,8 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
     document.warm_up()
     bus = await _bus(app[SETTINGS])
+    if bus is not None:
+        app[CHECKS]["redis"] = bus.ping
     try:
         async with open_documents(app[STORE], app[SETTINGS], bus) as documents:
             app[ROOMS] = documents.rooms

@@ -158,6 +158,13 @@ class Bus:
                 continue
             room.receive_committed(fields[b"update"], int(fields[b"offset"]))
 
+    async def ping(self) -> None:
+        """Raises: StoreError: Redis does not answer."""
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis does not answer: {exc}") from exc
+
     async def close(self) -> None:
         self._closing = True
         self._wakeup.set()

@@ -124,6 +124,9 @@ class MemoryStore:
     async def revocations(self) -> list[Revocation]:
         return list(self._revocations)
 
+    async def ping(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 

@@ -3,9 +3,17 @@ redis-server: what one server commits reaches the clients of the others at once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
+import aiohttp
 import pycrdt
+import pytest
 
 from collab.bus import key_prefix
 from collab.client import Client
@@ -53,3 +61,57 @@ async def test_rooms_whose_names_are_prefixes_of_each_other_never_mix(
 def test_clusters_on_one_redis_do_not_share_keys() -> None:
     one, other = key_prefix("postgresql://h/one"), key_prefix("postgresql://h/other")
     assert one != other and one.startswith("collab:") and one == key_prefix("postgresql://h/one")
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own on a free port, stopped by its PID after it."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp_path)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+async def test_healthz_says_whether_the_database_and_redis_answer(
+    postgres_url: str,
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+    make_server: MakeServer,
+) -> None:
+    """The server's Redis stops: the server stays up and says Redis does not answer."""
+    url, redis = own_redis
+    server = await make_server(db=postgres_url, redis=url)
+    assert await health(server) == {"status": "ok", "database": "ok", "redis": "ok"}
+    redis.terminate()
+    await asyncio.to_thread(redis.wait, 10)
+    found = await health(server)
+    assert found["status"] == "degraded" and found["database"] == "ok"
+    assert "Redis does not answer" in found["redis"] or "no answer" in found["redis"]
+
+
+async def test_healthz_of_a_single_server_names_its_database(make_server: MakeServer) -> None:
+    server = await make_server()
+    assert await health(server) == {"status": "ok", "database": "ok"}
+
+
+async def health(server: RunningServer) -> dict[str, str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.http}/healthz", timeout=aiohttp.ClientTimeout(10)) as r:
+            assert r.status == 200
+            body = await r.json()
+    return {key: body[key] for key in ("status", "database", "redis") if key in body}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

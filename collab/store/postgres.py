@@ -319,6 +319,11 @@ class PostgresStore:
             )
         return [Revocation(*row) for row in rows]
 
+    async def ping(self) -> None:
+        """Raises: StoreError: the database does not answer."""
+        async with self._connection("the database does not answer") as conn:
+            await conn.fetchval("SELECT 1")
+
     async def close(self) -> None:
         """Wait for the queries in flight (a while), then close every connection."""
         if self._closed:

@@ -495,6 +495,15 @@ class SQLiteStore:
             raise StoreError(f"cannot read revocations: {exc}") from exc
         return [Revocation(*row) for row in rows]
 
+    async def ping(self) -> None:
+        """Raises: StoreError: the database does not answer."""
+        if self._closing:
+            raise StoreError("store is closed")
+        try:
+            await self._reader.execute_fetchall("SELECT 1")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the database does not answer: {exc}") from exc
+
     async def close(self) -> None:
         self._closing = True
         self._wakeup.set()
