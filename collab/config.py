@@ -123,7 +123,8 @@ class Settings:
     node_id: str = _opt("", "This server's name in its cluster (default: generated).")
     db_sync: SQLiteSync = _opt(
         "normal",
-        "SQLite synchronous level: 'normal' survives a crash of the process, "
+        "SQLite synchronous level (PostgreSQL commits as its server is configured): "
+        "'normal' survives a crash of the process, "
         "'full' also survives power loss, at a higher cost per commit.",
         choices=("normal", "full"),
     )
