@@ -54,7 +54,8 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app[SETTINGS] = settings
     app[FRAMES] = FrameCache()
     if store is None and isinstance(settings.db, Path):
-        # One server per SQLite file. (A PostgreSQL database is shared by design.)
+        # One server per SQLite file, or the nodes of one cluster (on one host). A
+        # PostgreSQL database is shared by design.
         app.cleanup_ctx.append(_lock)
     app.cleanup_ctx.append(partial(_store, given=store))
     app.cleanup_ctx.append(_rooms)
@@ -78,7 +79,7 @@ async def _lock(app: web.Application) -> AsyncIterator[None]:
     # Before the store opens: a second server, or a CLI command, must not write under us.
     db = app[SETTINGS].db
     assert isinstance(db, Path)
-    lock = DatabaseLock.acquire(db, role="server")
+    lock = DatabaseLock.acquire(db, shared=bool(app[SETTINGS].redis), role="server")
     app[LOCK] = lock
     yield
     lock.release()
@@ -86,7 +87,9 @@ async def _lock(app: web.Application) -> AsyncIterator[None]:
 
 async def _store(app: web.Application, given: Store | None) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store: Store = given or await open_store(settings.db, sync=settings.db_sync)
+    store: Store = given or await open_store(
+        settings.db, sync=settings.db_sync, shared=bool(settings.redis)
+    )
     app[STORE] = store
     checks: dict[str, Callable[[], Awaitable[None]]] = {"database": store.ping}
     app[CHECKS] = checks
@@ -123,7 +126,9 @@ async def _bus(settings: Settings) -> Bus | None:
         ) from exc
 
     node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
-    bus = await Bus.open(settings.redis, node_id, key_prefix(str(settings.db)))
+    # The nodes of one cluster name one database, a file maybe by different paths.
+    db = settings.db.resolve() if isinstance(settings.db, Path) else settings.db
+    bus = await Bus.open(settings.redis, node_id, key_prefix(str(db)))
     log.info("cluster node %s, bus %s", node_id, settings.redis)
     return bus
 

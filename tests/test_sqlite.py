@@ -49,6 +49,21 @@ async def test_a_writer_with_a_stale_count_fails_and_then_appends_after_the_othe
     await two.close()
 
 
+async def test_the_nodes_of_a_cluster_on_one_file_read_the_count_in_each_commit(
+    db_path: Path,
+) -> None:
+    """Shared (the nodes of a cluster): two writers alternating on one document never
+    fail on a stale count, so no commit waits for a retry."""
+    one = await SQLiteStore.open(db_path, shared=True)
+    two = await SQLiteStore.open(db_path, shared=True)
+    for turn in range(1, 7):
+        writer = one if turn % 2 else two
+        assert await writer.append({"a": [b"%d" % turn], "b": [b"x"]}) == {"a": turn, "b": turn}
+    assert [offset for offset, _ in await one.read("a", 0)] == [1, 2, 3, 4, 5, 6]
+    await one.close()
+    await two.close()
+
+
 async def test_a_version_queued_between_appends_covers_only_those_before(db_path: Path) -> None:
     store = await SQLiteStore.open(db_path)
     results = await asyncio.gather(

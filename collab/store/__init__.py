@@ -196,10 +196,11 @@ class DocumentStore(DocumentLog, History, Catalogue, Protocol):
     """Everything the document operations (collab/documents.py) need of a store."""
 
 
-async def open_store(db: Path | str, *, sync: str = "normal") -> Any:
-    """The store of `db`: a SQLite file (a Path), or a PostgreSQL URL (`sync` is
-    SQLite's). Returns a SQLiteStore or a PostgresStore, which implement every
-    interface above and `Revocations`.
+async def open_store(db: Path | str, *, sync: str = "normal", shared: bool = False) -> Any:
+    """The store of `db`: a SQLite file (a Path), or a PostgreSQL URL (`sync` and
+    `shared`, other processes writing the same file, are SQLite's). Returns a
+    SQLiteStore or a PostgresStore, which implement every interface above and
+    `Revocations`.
 
     Raises:
         StoreError: the database cannot be opened.
@@ -209,7 +210,7 @@ async def open_store(db: Path | str, *, sync: str = "normal") -> Any:
     if isinstance(db, Path):
         from collab.store.sqlite import SQLiteStore
 
-        return await SQLiteStore.open(db, sync=sync)
+        return await SQLiteStore.open(db, sync=sync, shared=shared)
     try:
         from collab.store.postgres import PostgresStore
     except ImportError as exc:

@@ -68,9 +68,16 @@ class _Docs:
 
     known: dict[str, tuple[int, int]] = field(default_factory=dict)
     staged: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    # The nodes of a cluster share the file: a count kept from an earlier transaction
+    # may be stale, so each transaction reads it (under its write lock) instead of
+    # failing on the offset check and retrying.
+    shared: bool = False
 
     def get(self, conn: sqlite3.Connection, name: str) -> tuple[int, int]:
-        found = self.staged[name] if name in self.staged else self.known.get(name)
+        if name in self.staged:
+            found = self.staged[name]
+        else:
+            found = None if self.shared else self.known.get(name)
         if found is None:
             now = time.time()
             conn.execute(
@@ -157,13 +164,18 @@ class SQLiteStore:
     """The store on one SQLite file. Create with `await SQLiteStore.open(path)`."""
 
     def __init__(
-        self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection, sync: str
+        self,
+        path: Path,
+        writer: sqlite3.Connection,
+        reader: aiosqlite.Connection,
+        sync: str,
+        shared: bool = False,
     ) -> None:
         self._path = path
         self._writer = writer
         self._reader = reader
         self._sync = sync
-        self._docs = _Docs()
+        self._docs = _Docs(shared=shared)
         self._queue: deque[_Write] = deque()
         self._wakeup = asyncio.Event()
         self._writing = False  # a batch is being written in a thread
@@ -176,7 +188,8 @@ class SQLiteStore:
         self._task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     @classmethod
-    async def open(cls, path: Path, *, sync: str = "normal") -> SQLiteStore:
+    async def open(cls, path: Path, *, sync: str = "normal", shared: bool = False) -> SQLiteStore:
+        """`shared`: other processes (the nodes of a cluster) write the file too."""
         try:
             writer = await asyncio.to_thread(_open, path, sync)
         except sqlite3.Error as exc:
@@ -186,7 +199,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             writer.close()
             raise StoreError(f"cannot open database {path}: {exc}") from exc
-        return cls(path, writer, reader, sync)
+        return cls(path, writer, reader, sync, shared)
 
     # --- writes: one at a time on the writer, each batch one transaction
 
