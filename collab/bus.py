@@ -24,17 +24,26 @@ log = logging.getLogger(__name__)
 
 _BLOCK_MS = 1000  # how long one read waits for news
 _SOCKET_SECONDS = 5.0  # above the block time: a blocking read is not a dead socket
-_RETRY_SECONDS = 0.5  # after a failure to reach Redis
+_RETRY_SECONDS = 0.5  # after a failure to publish
+# While Redis is away, how often the database is read instead; also how soon after Redis
+# is back the relay resumes.
+_POLL_SECONDS = 1.0
 _STREAM_LENGTH = 10_000  # entries kept per document (approximately): a relay, not the log
+_OUTBOX_LIMIT = 100_000  # unpublished updates kept while Redis is away (the rest: gaps)
 
 
 class Receiver(Protocol):
-    """What the bus hands other servers' updates to (a Room)."""
+    """What the bus hands other servers' updates to (a room, through the registry)."""
 
     name: str
 
     def receive_committed(self, update: bytes, offset: int) -> None:
         """Apply and relay an update committed elsewhere (one it holds is ignored)."""
+        ...
+
+    async def read_log(self) -> None:
+        """Read from the database whatever the log has that the room lacks: what the
+        bus may have missed (Redis was away, or lost its content)."""
         ...
 
 
@@ -59,6 +68,7 @@ class Bus:
         self._wakeup = asyncio.Event()
         self._news = asyncio.Event()
         self._closing = False
+        self.connected = True  # whether reading from Redis works (else the database is)
         self._tasks = [
             asyncio.create_task(self._publish_forever(), name="bus publisher"),
             asyncio.create_task(self._read_forever(), name="bus reader"),
@@ -105,9 +115,15 @@ class Bus:
                         )
                     await pipe.execute()
             except (RedisError, OSError) as exc:
-                # Lost from the bus, not from the database: the next update another
-                # server hears of shows it the gap, which it reads from there.
-                log.warning("bus: %d updates not published: %s", len(batch), exc)
+                if self._closing:
+                    return  # the others read it from the database
+                # Kept to be sent once Redis is back: a server that has heard of nothing
+                # newer would otherwise not look for it. Past the limit the oldest go:
+                # others find those as gaps in the offsets, read from the database.
+                self._outbox.extendleft(reversed(batch))
+                while len(self._outbox) > _OUTBOX_LIMIT:
+                    self._outbox.popleft()
+                log.warning("bus: %d updates not published yet: %s", len(self._outbox), exc)
                 await asyncio.sleep(_RETRY_SECONDS)
 
     # --- reading: only the documents loaded here
@@ -136,15 +152,48 @@ class Bus:
                 await self._news.wait()
                 continue
             try:
+                if not self.connected:
+                    await self._reconnect()
                 found = await self._reader.xread(dict(self._positions), block=_BLOCK_MS)
             except (RedisError, OSError) as exc:
                 if self._closing:
                     return
-                log.warning("bus: cannot read, trying again: %s", exc)
-                await asyncio.sleep(_RETRY_SECONDS)
+                if self.connected:
+                    self.connected = False
+                    log.warning(
+                        "bus: Redis is away (%s); reading the database every %.0f s until "
+                        "it is back",
+                        exc,
+                        _POLL_SECONDS,
+                    )
+                await self._read_logs()
+                await asyncio.sleep(_POLL_SECONDS)
                 continue
             for key, entries in found or ():
                 self._deliver(key, entries)
+
+    async def _reconnect(self) -> None:
+        """Redis answers again: go on from each stream's end as it is now (its content
+        may be gone, a restarted Redis keeps nothing), and read what was committed
+        meanwhile from the database."""
+        ends = {}
+        for name in list(self._watched):
+            key = self._prefix + name
+            last = await self._client.xrevrange(key, count=1)
+            ends[key] = last[0][0] if last else b"0-0"
+        for key, end in ends.items():
+            if key in self._positions:
+                self._positions[key] = end
+        self.connected = True
+        log.warning("bus: Redis is back; relaying again")
+        await self._read_logs()
+
+    async def _read_logs(self) -> None:
+        for room in list(self._watched.values()):
+            try:
+                await room.read_log()
+            except StoreError as exc:
+                log.error("bus: %s: cannot read the log: %s", room.name, exc)
 
     def _deliver(self, key: bytes | str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         name = (key.decode() if isinstance(key, bytes) else key)[len(self._prefix) :]

@@ -152,6 +152,28 @@ class Ledger(Generic[P]):
         self.size += size
         self._count_unversioned(1)
 
+    async def read_log(self) -> bool:
+        """Read what the log has past the offset the state covers (another writer
+        committed it) and hand it to the source. Returns whether there was any.
+
+        Raises:
+            StoreError: the log cannot be read.
+        """
+        entries = await self._journal.log.read(self.name, self.offset)
+        if self._closing or not entries:
+            return False
+        first = entries[0][0]
+        if first > self.offset + 1:
+            # The log below its first entry is pruned: that entry is the state of a
+            # version, which holds every update up to its offset.
+            self._ahead.discard(first)
+            self._ahead.update(range(self.offset + 1, first))
+            self._cover(self.offset + 1, self.offset)
+        news = [(offset, update) for offset, update in entries if not self.holds(offset)]
+        if news:
+            self._source.catch_up(news)
+        return bool(news)
+
     def holds(self, offset: int) -> bool:
         """Whether the update at `offset` is applied already."""
         return offset <= self.offset or offset in self._ahead
@@ -419,14 +441,8 @@ class Journal:
     async def _read_missing(self, ledger: Ledger[P]) -> None:
         try:
             while ledger._ahead and not ledger._closing:
-                missing = [
-                    (offset, update)
-                    for offset, update in await self.log.read(ledger.name, ledger.offset)
-                    if offset not in ledger._ahead
-                ]
-                if not missing:
+                if not await ledger.read_log():
                     break
-                ledger._source.catch_up(missing)
         except StoreError as exc:
             log.error(
                 "%s: cannot read the log after offset %d: %s", ledger.name, ledger.offset, exc

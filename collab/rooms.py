@@ -96,8 +96,8 @@ class Rooms:
             if self._bus is not None:
                 # From here the bus relays what other servers commit; what they
                 # committed since the load is in the log.
-                await self._bus.watch(room)
-                room.catch_up(await self._journal.log.read(name, room.ledger.offset))
+                await self._bus.watch(_Watched(room))
+                await room.ledger.read_log()
         finally:
             del self._loading[name]
         self._rooms[name] = room
@@ -205,3 +205,15 @@ class Rooms:
                 room.name,
                 exc,
             )
+
+
+class _Watched:
+    """A loaded room as the bus sees it."""
+
+    def __init__(self, room: Room) -> None:
+        self.name = room.name
+        self.receive_committed = room.receive_committed
+        self._ledger = room.ledger
+
+    async def read_log(self) -> None:
+        await self._ledger.read_log()

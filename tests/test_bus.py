@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pycrdt
 import pytest
+import redis.asyncio as aioredis
 
 from collab.bus import key_prefix
 from collab.client import Client
@@ -115,3 +116,61 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_redis_killed_and_restarted_empty_loses_nothing_and_the_relay_resumes(
+    postgres_url: str,
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+    make_server: MakeServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kill -9 of redis-server while both servers' clients type: each server reads the
+    others' commits from the database meanwhile; a new, empty redis-server on the same
+    port: the relay resumes, what was published before is not needed, nobody reconnects."""
+    url, redis = own_redis
+    a = await make_server(db=postgres_url, redis=url, node_id="a")
+    b = await make_server(db=postgres_url, redis=url, node_id="b")
+    async with Client(a.url, "doc") as alice, Client(b.url, "doc") as bob:
+        alice_text = alice.doc.get("t", type=pycrdt.Text)
+        bob_text = bob.doc.get("t", type=pycrdt.Text)
+        alice_text.insert(0, "a0 ")
+        await bob.wait_for(lambda: "a0" in text_of(bob), timeout=5)
+
+        redis.kill()
+        await asyncio.to_thread(redis.wait, 10)
+        for i in range(1, 4):  # while Redis is away: read from the database
+            alice_text.insert(len(alice_text), f"a{i} ")
+            bob_text.insert(0, f"b{i} ")
+            await bob.wait_for(lambda i=i: f"a{i}" in text_of(bob), timeout=10)
+            await alice.wait_for(lambda i=i: f"b{i}" in text_of(alice), timeout=10)
+
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(tmp_path)]
+        restarted = await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL)
+        try:
+            started = time.monotonic()
+            async with asyncio.timeout(10):
+                while caplog.text.count("bus: Redis is back") < 2:
+                    await asyncio.sleep(0.05)
+            resumed = time.monotonic() - started
+            alice_text.insert(len(alice_text), "after")
+            bob_text.insert(0, "before ")
+            await bob.wait_for(lambda: text_of(bob).endswith("after"), timeout=5)
+            await alice.wait_for(lambda: text_of(alice).startswith("before "), timeout=5)
+            assert text_of(alice) == text_of(bob)
+            fresh = aioredis.Redis.from_url(url, protocol=2)
+            try:  # the new Redis carries the relay: both servers published to it
+                entries = await fresh.xrange(key_prefix(postgres_url) + "doc")
+                assert {fields[b"node"] for _, fields in entries} == {b"a", b"b"}
+            finally:
+                await fresh.aclose()
+            print(f"relay resumed {resumed:.2f} s after redis-server was started again")
+        finally:
+            restarted.kill()
+            await asyncio.to_thread(restarted.wait, 10)
+        assert not alice.closed.is_set() and not bob.closed.is_set()  # nobody reconnected
+    for server in (a, b):
+        async with Client(server.url, "doc") as late:
+            assert text_of(late) == text_of(alice)

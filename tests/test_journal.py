@@ -104,7 +104,8 @@ async def test_an_update_committed_elsewhere_is_relayed_at_once_and_not_stored_a
     await room.ledger.close()  # versions it: the version covers offset 1
     room.stop()
     await journal.close()
-    assert (await store.read("doc", 0)) == []  # pruned by that version, never re-stored
+    assert (await store.read("doc", 1)) == []  # never re-stored
+    assert (await store.load("doc")).updates == []  # pruned by that version
     assert [v.update_count for v in await store.versions("doc")] == [1]
 
 
@@ -133,7 +134,7 @@ async def test_two_writers_on_one_log_catch_up_and_prune_only_what_they_hold(
     assert len(bob.updates()) == 1  # A's update, relayed; bob's own is never echoed
     version = await room_b.ledger.save_version("named", "both")
     assert await two.version_state("doc", version.id)
-    assert await two.read("doc", 0) == []
+    assert await two.read("doc", 2) == []  # pruned up to 2
     for room in (room_a, room_b):
         await room.ledger.close()
         room.stop()
@@ -150,6 +151,39 @@ async def test_two_writers_on_one_log_catch_up_and_prune_only_what_they_hold(
         doc.apply_update(update)
     assert sorted(str(doc.get("t", type=pycrdt.Text))) == ["A", "B"]
     await fresh.close()
+
+
+async def test_a_writer_behind_catches_up_across_a_log_the_other_pruned(db_path: Path) -> None:
+    """A takes a version (pruning the log) while B has not read A's updates yet: B gets
+    them from the version's state, and its offset runs on without a hole."""
+    one, two = await SQLiteStore.open(db_path), await SQLiteStore.open(db_path)
+    settings = Settings(db=db_path)
+    journal_a, journal_b = Journal(one, settings), Journal(two, settings)
+    room_a = Room("doc", settings, journal_a, await one.load("doc"))
+    room_b = Room("doc", settings, journal_b, await two.load("doc"))
+    alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
+    room_a.join(alice)
+    room_b.join(bob)
+    writer: pycrdt.Doc[Any] = pycrdt.Doc()
+    for text in ("x", "y"):
+        room_a.receive(alice, protocol.SyncUpdate(text_update(writer, text)))
+        await room_a.ledger.flush()
+    await room_a.ledger.save_version()
+    assert (await one.load("doc")).updates == []  # offsets 1 and 2 are pruned
+    room_b.receive(bob, protocol.SyncUpdate(text_update(pycrdt.Doc(), "B")))
+    await room_b.ledger.flush()
+    async with asyncio.timeout(5):
+        while room_b.ledger.offset < 3:
+            await asyncio.sleep(0.01)
+    assert sorted(text_of(room_b)) == sorted(text_of(room_a) + "B")
+    assert bob.updates()  # what B read was relayed to its peer
+    for room in (room_a, room_b):
+        await room.ledger.close()
+        room.stop()
+    for journal in (journal_a, journal_b):
+        await journal.close()
+    await one.close()
+    await two.close()
 
 
 async def test_a_version_taken_before_catching_up_covers_only_what_the_room_holds(

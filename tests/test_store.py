@@ -76,7 +76,24 @@ async def test_a_version_covers_and_prunes_the_log_up_to_its_offset(open_store: 
         (first.id, "auto", None, 8, 2),
         (second.id, "named", "v2", 9, 3),
     ]
-    assert await store.read("a", 0) == []
+    assert await store.read("a", 3) == []
+    await store.close()
+
+
+async def test_a_read_past_the_pruned_log_starts_with_the_version_covering_the_most(
+    open_store: Opener,
+) -> None:
+    """Another server's room that is behind still gets every offset: what was pruned
+    comes as the state of the version that holds it."""
+    store = await open_store()
+    await store.append({"a": [b"1", b"2", b"3"]})
+    await store.save_version("a", b"state-12", 2)
+    assert await store.read("a", 0) == [(2, b"state-12"), (3, b"3")]
+    assert await store.read("a", 1) == [(2, b"state-12"), (3, b"3")]
+    assert await store.read("a", 2) == [(3, b"3")]  # nothing pruned past 2: no version
+    await store.save_version("a", b"state-123", 3)
+    assert await store.read("a", 1) == [(3, b"state-123")]
+    assert await store.read("a", 3) == []
     await store.close()
 
 

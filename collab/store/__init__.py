@@ -135,7 +135,10 @@ class DocumentLog(Protocol):
         ...
 
     async def read(self, doc: str, after: int) -> list[tuple[int, bytes]]:
-        """The updates of `doc` after offset `after`, with their offsets, in order."""
+        """The updates of `doc` after offset `after`, with their offsets, in order: every
+        offset after `after` is covered. Where the log is pruned past `after`, the first
+        entry is the state of the version that covers the most, at its offset (it holds
+        every update up to there)."""
         ...
 
     async def save_version(
@@ -194,6 +197,17 @@ class Catalogue(Protocol):
 
 class DocumentStore(DocumentLog, History, Catalogue, Protocol):
     """Everything the document operations (collab/documents.py) need of a store."""
+
+
+def past(
+    after: int, rows: list[tuple[int, bytes]], version: tuple[int, bytes] | None
+) -> list[tuple[int, bytes]]:
+    """What `DocumentLog.read(doc, after)` answers, from the log's rows after `after` and,
+    if they do not start right after it (pruned), the version covering the most."""
+    if (rows and rows[0][0] == after + 1) or version is None or version[0] <= after:
+        return rows
+    covers = version[0]
+    return [version, *(row for row in rows if row[0] > covers)]
 
 
 async def open_store(db: Path | str, *, sync: str = "normal", shared: bool = False) -> Any:

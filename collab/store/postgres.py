@@ -16,7 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
-from collab.store import DocInfo, StoredDoc, Version, VersionKind
+from collab.store import DocInfo, StoredDoc, Version, VersionKind, past
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,17 @@ class PostgresStore:
                 doc,
                 after,
             )
-        return [(int(seq), bytes(data)) for seq, data in rows]
+            found = [(int(seq), bytes(data)) for seq, data in rows]
+            version = None
+            if not found or found[0][0] != after + 1:
+                row = await conn.fetchrow(
+                    "SELECT v.covers, v.state FROM versions v JOIN docs d ON d.id = v.doc_id "
+                    "WHERE d.name = $1 AND v.covers > $2 ORDER BY v.covers DESC LIMIT 1",
+                    doc,
+                    after,
+                )
+                version = (int(row[0]), bytes(row[1])) if row is not None else None
+        return past(after, found, version)
 
     async def save_version(
         self,

@@ -28,7 +28,7 @@ import aiosqlite
 
 from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
-from collab.store import DocInfo, StoredDoc, Version, VersionKind
+from collab.store import DocInfo, StoredDoc, Version, VersionKind, past
 from collab.store.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -447,9 +447,18 @@ class SQLiteStore:
                 "WHERE d.name = ? AND u.seq > ? ORDER BY u.seq",
                 (doc, after),
             )
+            found = [(int(seq), bytes(data)) for seq, data in rows]
+            version = None
+            if not found or found[0][0] != after + 1:
+                versions = await self._reader.execute_fetchall(
+                    "SELECT v.covers, v.state FROM versions v JOIN docs d ON d.id = v.doc_id "
+                    "WHERE d.name = ? AND v.covers > ? ORDER BY v.covers DESC LIMIT 1",
+                    (doc, after),
+                )
+                version = next(((int(c), bytes(state)) for c, state in versions), None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the log of {doc!r}: {exc}") from exc
-        return [(int(seq), bytes(data)) for seq, data in rows]
+        return past(after, found, version)
 
     async def versions(self, doc: str) -> list[Version]:
         try:
