@@ -8,6 +8,11 @@ to its ledger (collab/journal.py), which calls `committed` back when they are du
 whatever a peer receives is therefore on disk. Updates committed together go out as one
 merged update. Updates another writer committed (`receive_committed`) are applied and
 relayed at once, and never stored again.
+
+Presence crosses servers too (with a bus): what this room's peers announce goes out
+through `presence_out`, and `receive_presence` takes the states of other servers' clients,
+each remembered with its server and when it was last renewed, so that they can be dropped
+when that server is gone or they go stale.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pycrdt
@@ -24,7 +29,7 @@ from collab import protocol
 from collab.auth import allows
 from collab.awareness import Awareness
 from collab.config import Settings
-from collab.errors import QuotaExceeded, UnsupportedMessage, UpdateRejected
+from collab.errors import ProtocolError, QuotaExceeded, UnsupportedMessage, UpdateRejected
 from collab.journal import Journal, Ledger
 from collab.peer import Peer
 from collab.store import StoredDoc
@@ -68,6 +73,11 @@ class Room:
         # Presence news not sent yet, by client id, and the call that will send it.
         self._presence_out: dict[int, protocol.AwarenessEntry] = {}
         self._presence_handle: asyncio.Handle | None = None
+        # With a bus: where this room's own peers' presence news goes to other servers,
+        # what is to go there, and the other servers' clients: id -> (server, renewed).
+        self.presence_out: Callable[[bytes], None] | None = None
+        self._shared_out: dict[int, protocol.AwarenessEntry] = {}
+        self._remote: dict[int, tuple[str, float]] = {}
         self._revision = 0  # updates applied: what a cached sync answer was made from
         self._sync_cache: tuple[bytes, int, list[bytes]] | None = None
         self._load(stored)
@@ -106,7 +116,7 @@ class Room:
         for client_id in owned:
             del self._owners[client_id]
         peer.awareness_ids.clear()
-        self._announce(self.awareness.remove(owned))
+        self._announce(self.awareness.remove(owned), shared=True)
 
     def receive(self, peer: Peer, message: protocol.Message) -> None:
         """Act on one message from `peer`.
@@ -288,15 +298,21 @@ class Room:
             if not entry.removed:
                 self._owners[entry.client_id] = peer
                 peer.awareness_ids.add(entry.client_id)
+            self._remote.pop(entry.client_id, None)  # a client come here from elsewhere
         # To the sender too: stock clients close a socket that hears nothing for 30 s.
-        self._announce(news)
+        self._announce(news, shared=True)
 
-    def _announce(self, entries: Iterable[protocol.AwarenessEntry]) -> None:
+    def _announce(
+        self, entries: Iterable[protocol.AwarenessEntry], *, shared: bool = False
+    ) -> None:
         """Tell the room `entries` once this turn of the event loop ends: what arrives
         meanwhile (many cursors move at once in a busy room) goes out in one message,
-        and of one client only its newest state."""
+        and of one client only its newest state. `shared`: this room's own peers'
+        news, which other servers hear of too."""
         for entry in entries:
             self._presence_out[entry.client_id] = entry
+            if shared and self.presence_out is not None:
+                self._shared_out[entry.client_id] = entry
         if self._presence_out and self._presence_handle is None:
             loop = asyncio.get_running_loop()
             self._presence_handle = loop.call_soon(self._send_presence)
@@ -306,12 +322,56 @@ class Room:
         entries, self._presence_out = list(self._presence_out.values()), {}
         if entries:
             self._send_all(protocol.encode_awareness(entries))
+        shared, self._shared_out = list(self._shared_out.values()), {}
+        if shared and self.presence_out is not None:
+            self.presence_out(protocol.encode_awareness(shared))
 
     def _drop_presence(self) -> None:
         if self._presence_handle is not None:
             self._presence_handle.cancel()
             self._presence_handle = None
         self._presence_out.clear()
+        self._shared_out.clear()
+
+    # --- presence of other servers' clients (with a bus)
+
+    def receive_presence(self, server: str, frame: bytes, now: float) -> None:
+        """Take the presence news of another server's clients (an awareness message)."""
+        try:
+            message = protocol.decode(frame)
+            if not isinstance(message, protocol.AwarenessUpdate):
+                raise UnsupportedMessage("not an awareness message")
+            news = self.awareness.apply(message.entries)
+        except ProtocolError as exc:
+            log.warning("%s: presence from server %s ignored: %s", self.name, server, exc)
+            return
+        for entry in news:
+            if owner := self._owners.pop(entry.client_id, None):
+                owner.awareness_ids.discard(entry.client_id)  # the client went over there
+            if entry.removed:
+                self._remote.pop(entry.client_id, None)
+            else:
+                self._remote[entry.client_id] = (server, now)
+        self._announce(news)
+
+    def presence(self) -> bytes | None:
+        """The states of this room's own peers, as one awareness message (for a server
+        that has just loaded the room); None if there are none."""
+        own = [entry for entry in self.awareness.states if entry.client_id in self._owners]
+        return protocol.encode_awareness(own) if own else None
+
+    def drop_presence_of(self, server: str | None = None, *, renewed_before: float = 0.0) -> None:
+        """Remove the states of another server's clients: all those of `server` (it is
+        gone), or of any server not renewed since `renewed_before` (they are stale)."""
+        gone = [
+            client_id
+            for client_id, (owner, renewed) in self._remote.items()
+            if owner == server or renewed < renewed_before
+        ]
+        for client_id in gone:
+            del self._remote[client_id]
+        if gone:
+            self._announce(self.awareness.remove(gone))
 
     def _send_all(self, frame: bytes) -> None:
         for peer in self.peers:

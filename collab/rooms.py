@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 from collab.config import Settings
@@ -42,6 +43,9 @@ class Rooms:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._deleting: dict[str, asyncio.Future[None]] = {}
         self._closed = False
+        self._forgetting: set[asyncio.Task[None]] = set()
+        if bus is not None:
+            bus.on_deleted = self._deleted_elsewhere
 
     def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
@@ -96,6 +100,7 @@ class Rooms:
             if self._bus is not None:
                 # From here the bus relays what other servers commit; what they
                 # committed since the load is in the log.
+                room.presence_out = partial(self._bus.publish_presence, name)
                 await self._bus.watch(_Watched(room))
                 await room.ledger.read_log()
         finally:
@@ -171,7 +176,43 @@ class Rooms:
                 # queued after them.
                 await room.ledger.discard()
                 room.stop()
-            return await self._catalogue.delete_doc(name) or live
+            existed = await self._catalogue.delete_doc(name) or live
+            if self._bus is not None:
+                self._bus.publish_deleted(name)
+            return existed
+        finally:
+            del self._deleting[name]
+            done.set_result(None)
+
+    def _deleted_elsewhere(self, name: str) -> None:
+        """Another server deleted `name`: close its clients here too and forget the room
+        unsaved (the store has nothing of it left to save to)."""
+        room = self._rooms.get(name)
+        if room is None or name in self._deleting:
+            return
+        log.info("%s: deleted by another server; closing its connections", name)
+        task = asyncio.create_task(self._forget(name), name=f"forget {name}")
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
+    async def _forget(self, name: str) -> None:
+        while busy := self._deleting.get(name) or self._loading.get(name):
+            await asyncio.wait([busy])
+        done = asyncio.get_running_loop().create_future()
+        self._deleting[name] = done  # joins wait, as for a delete made here
+        try:
+            if unloading := self._unloading.get(name):
+                await asyncio.wait([unloading])
+            if timer := self._timers.pop(name, None):
+                timer.cancel()
+            room = self._rooms.pop(name, None)
+            if room is None:
+                return
+            if self._bus is not None:
+                self._bus.unwatch(name)
+            room.close_peers(DocNotFound.close_code, "document deleted")
+            await room.ledger.discard()
+            room.stop()
         finally:
             del self._deleting[name]
             done.set_result(None)
@@ -213,6 +254,9 @@ class _Watched:
     def __init__(self, room: Room) -> None:
         self.name = room.name
         self.receive_committed = room.receive_committed
+        self.receive_presence = room.receive_presence
+        self.presence = room.presence
+        self.drop_presence_of = room.drop_presence_of
         self._ledger = room.ledger
 
     async def read_log(self) -> None:

@@ -140,7 +140,7 @@ async def server(make_server: Callable[..., Awaitable[RunningServer]]) -> Runnin
 class ServerProcess:
     """`python -m collab serve` in a child process, as a user runs it."""
 
-    def __init__(self, db: Path, log_path: Path, *extra: str) -> None:
+    def __init__(self, db: Path | str, log_path: Path, *extra: str) -> None:
         self.db = db
         self.log_path = log_path
         self.extra = extra

@@ -16,9 +16,10 @@ import pycrdt
 import pytest
 import redis.asyncio as aioredis
 
+from collab import protocol
 from collab.bus import key_prefix
 from collab.client import Client
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerProcess
 
 MakeServer = Callable[..., Awaitable[RunningServer]]
 
@@ -174,3 +175,62 @@ async def test_redis_killed_and_restarted_empty_loses_nothing_and_the_relay_resu
     for server in (a, b):
         async with Client(server.url, "doc") as late:
             assert text_of(late) == text_of(alice)
+
+
+# --- presence across servers
+
+
+def names_seen(client: Client) -> set[str]:
+    return {state.get("name") for cid, state in client.awareness.items() if cid != client.client_id}
+
+
+async def test_presence_crosses_servers_and_a_client_gone_is_removed_everywhere_at_once(
+    postgres_url: str, redis_url: str, make_server: MakeServer
+) -> None:
+    a = await make_server(db=postgres_url, redis=redis_url, node_id="a")
+    b = await make_server(db=postgres_url, redis=redis_url, node_id="b")
+    async with Client(a.url, "doc") as alice, Client(b.url, "doc") as bob:
+        alice.set_awareness({"name": "alice"})
+        await bob.wait_for(lambda: names_seen(bob) == {"alice"}, timeout=5)
+        bob.set_awareness({"name": "bob"})
+        await alice.wait_for(lambda: names_seen(alice) == {"bob"}, timeout=5)
+
+        # A client that vanishes without a word (its socket just closes) on A.
+        session = aiohttp.ClientSession()
+        ws = await session.ws_connect(f"{a.url}/doc")
+        entry = protocol.AwarenessEntry(424242, 1, b'{"name": "ghost"}')
+        await ws.send_bytes(protocol.encode_awareness([entry]))
+        await bob.wait_for(lambda: names_seen(bob) == {"alice", "ghost"}, timeout=5)
+        await ws.close()
+        await session.close()
+        await bob.wait_for(lambda: names_seen(bob) == {"alice"}, timeout=2)
+
+    # A server that loads the room later asks the others for their clients' states.
+    c = await make_server(db=postgres_url, redis=redis_url, node_id="c")
+    async with Client(a.url, "doc") as carol:
+        carol.set_awareness({"name": "carol"})
+        await asyncio.sleep(0.1)
+        async with Client(c.url, "doc") as dave:
+            await dave.wait_for(lambda: names_seen(dave) == {"carol"}, timeout=5)
+
+
+async def test_the_clients_of_a_server_killed_disappear_from_the_others_within_12_s(
+    postgres_url: str, redis_url: str, make_server: MakeServer, tmp_path: Path
+) -> None:
+    """kill -9 of a server: nothing tells the others its clients left but its silence;
+    after 10 s without its heartbeat they drop its clients' states."""
+    b = await make_server(db=postgres_url, redis=redis_url, node_id="b")
+    a = ServerProcess(postgres_url, tmp_path / "a.log", "--redis", redis_url, "--node-id", "a")
+    await asyncio.to_thread(a.start)
+    try:
+        async with Client(a.url, "doc") as alice, Client(b.url, "doc") as bob:
+            alice.set_awareness({"name": "alice"})
+            await bob.wait_for(lambda: names_seen(bob) == {"alice"}, timeout=5)
+            await asyncio.to_thread(a.kill)
+            killed = time.monotonic()
+            await bob.wait_for(lambda: names_seen(bob) == set(), timeout=15)
+            gone_after = time.monotonic() - killed
+            print(f"the killed server's client was dropped after {gone_after:.1f} s")
+            assert gone_after < 12
+    finally:
+        await asyncio.to_thread(a.kill)

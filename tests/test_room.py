@@ -299,6 +299,48 @@ async def test_presence_arriving_in_one_turn_goes_out_as_one_message(
     await close_room(room)
 
 
+async def test_presence_of_other_servers_clients_is_relayed_here_and_only_ours_goes_out(
+    store: SQLiteStore, settings: Settings
+) -> None:
+    room = await load_room(store, settings)
+    shared: list[protocol.Message] = []
+    room.presence_out = lambda frame: shared.append(protocol.decode(frame))
+    alice = RecordingPeer("alice")
+    room.join(alice)
+    ours = protocol.AwarenessEntry(1, 1, b'{"name":"alice"}')
+    room.receive(alice, protocol.AwarenessUpdate((ours,)))
+    theirs = [protocol.AwarenessEntry(2, 1, b'{"name":"bob"}')]
+    room.receive_presence("b", protocol.encode_awareness(theirs), now=100.0)
+    await asyncio.sleep(0)
+    assert alice.of_type(protocol.AwarenessUpdate)[-1].entries == (ours, theirs[0])
+    assert [m.entries for m in shared] == [(ours,)]  # never echoed back to the bus
+    assert room.presence() == protocol.encode_awareness([ours])  # what a query is told
+    # Not renewed for long: dropped (a lost removal is repaired so).
+    room.drop_presence_of(renewed_before=99.0)
+    assert len(room.awareness.states) == 2
+    room.drop_presence_of(renewed_before=131.0)
+    assert [e.client_id for e in room.awareness.states] == [1]
+    # A server gone: all its clients' states go, and only those.
+    room.receive_presence(
+        "c",
+        protocol.encode_awareness(
+            [protocol.AwarenessEntry(3, 1, b"{}"), protocol.AwarenessEntry(4, 1, b"{}")]
+        ),
+        now=200.0,
+    )
+    room.receive_presence(
+        "d", protocol.encode_awareness([protocol.AwarenessEntry(5, 1, b"{}")]), now=200.0
+    )
+    room.drop_presence_of("c")
+    assert sorted(e.client_id for e in room.awareness.states) == [1, 5]
+    # Garbage from another server changes nothing.
+    room.receive_presence("d", b"\x01\x05", now=201.0)
+    assert sorted(e.client_id for e in room.awareness.states) == [1, 5]
+    await asyncio.sleep(0)
+    assert [m.entries for m in shared] == [(ours,)]
+    await close_room(room)
+
+
 async def test_reconnected_client_id_moves_to_the_new_connection(
     store: SQLiteStore, settings: Settings
 ) -> None:
