@@ -107,6 +107,9 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
             app[ROOMS] = documents.rooms
             app[DOCUMENTS] = documents
             guard = Guard(app[SETTINGS], app[STORE], documents.rooms)
+            if bus is not None:
+                guard.announce = bus.publish_revoked
+                bus.on_revoked = guard.revoked_elsewhere
             await guard.load()
             app[GUARD] = guard
             yield

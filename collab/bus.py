@@ -104,7 +104,7 @@ class Bus:
         self.connected = True  # whether reading from Redis works (else the database is)
         # What to do when another server deleted a document, or stored a revocation.
         self.on_deleted: Callable[[str], None] | None = None
-        self.on_revoked: Callable[[bytes], None] | None = None
+        self.on_revoked: Callable[[], None] | None = None
         self._tasks = [
             asyncio.create_task(self._publish_forever(), name="bus publisher"),
             asyncio.create_task(self._read_forever(), name="bus reader"),
@@ -144,9 +144,10 @@ class Bus:
         """Tell the other servers that `doc` is deleted (they close its clients)."""
         self._signal(self._cluster, _DELETED, doc.encode())
 
-    def publish_revoked(self, revocation: bytes) -> None:
-        """Tell the other servers of a revocation just stored (they apply it)."""
-        self._signal(self._cluster, _REVOKED, revocation)
+    def publish_revoked(self) -> None:
+        """Tell the other servers a revocation was just stored (they read and apply
+        it)."""
+        self._signal(self._cluster, _REVOKED, b"")
 
     def _signal(self, channel: bytes, kind: bytes, payload: bytes) -> None:
         self._signals.append((channel, kind + self._node + b"\0" + payload))
@@ -311,6 +312,8 @@ class Bus:
         self._pubsub = pubsub
         for name in self._watched:  # what was missed meanwhile: ask again
             self._signal(self._presence_channel(name), _QUERY, b"")
+        if self.on_revoked is not None:  # and read the revocations again
+            self.on_revoked()
 
     async def _drop_unwatched(self) -> None:
         if not self._unwatched:
@@ -332,7 +335,7 @@ class Bus:
                 if kind == _DELETED and self.on_deleted is not None:
                     self.on_deleted(payload.decode())
                 elif kind == _REVOKED and self.on_revoked is not None:
-                    self.on_revoked(payload)
+                    self.on_revoked()
                 return
             room = self._watched.get(channel.decode()[len(self._prefix) + len("presence:") :])
             if room is None:

@@ -8,11 +8,12 @@ providers reconnect at once after a close, and would hammer the server.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ from collab.auth import (
     verify,
 )
 from collab.config import Settings
-from collab.errors import Forbidden, TooMany, Unauthorized
+from collab.errors import Forbidden, StoreError, TooMany, Unauthorized
 from collab.rooms import Rooms
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class Guard:
         self._store = store
         self._rooms = rooms
         self._revocations: list[Revocation] = []
+        # With a bus: tells the other servers a revocation was stored.
+        self.announce: Callable[[], None] | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
         self._total = 0
         self._per_room: Counter[str] = Counter()
         self._per_address: Counter[str] = Counter()
@@ -158,9 +163,39 @@ class Guard:
 
     async def revoke(self, revocation: Revocation) -> int:
         """Keep `revocation` and apply it to live connections at once: close those left
-        with nothing (4403), make those left with read read-only. Returns how many."""
+        with nothing (4403), make those left with read read-only; other servers of the
+        cluster hear of it. Returns how many connections here it touched."""
         await self._store.add_revocation(revocation)
         self._revocations.append(revocation)
+        if self.announce is not None:
+            self.announce()
+        return self._apply(revocation)
+
+    def revoked_elsewhere(self) -> None:
+        """Another server stored a revocation (or this one may have missed some): read
+        them again and apply the new ones."""
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.create_task(self._reload(), name="reload revocations")
+        else:
+            self._reload_again = True
+
+    async def _reload(self) -> None:
+        while True:
+            self._reload_again = False
+            try:
+                found = await self._store.revocations()
+            except StoreError as exc:
+                log.error("cannot read the revocations another server stored: %s", exc)
+                return
+            known = set(self._revocations)
+            self._revocations = found
+            for revocation in found:
+                if revocation not in known:
+                    self._apply(revocation)
+            if not self._reload_again:
+                return
+
+    def _apply(self, revocation: Revocation) -> int:
         touched = 0
         for room in self._rooms:
             for peer in list(room.peers):
