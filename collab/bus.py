@@ -42,6 +42,16 @@ _HEARTBEAT_SECONDS = 1.0
 _GONE_SECONDS = 10.0  # a server not heard of for this long is gone
 _STALE_SECONDS = 30.0  # a remote client's state not renewed for this long (y-protocols)
 
+# Take the lease if nobody holds it, renew it if we do; 1 if ours.
+_LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # The first byte of a pub/sub message; then the sender's node id, NUL, the payload.
 _STATES, _QUERY = b"s", b"q"  # on a document's presence channel
 _ALIVE, _DELETED, _REVOKED = b"h", b"d", b"r"  # on the cluster's channel
@@ -277,6 +287,20 @@ class Bus:
             if fields.get(b"node") == self._node:
                 continue
             room.receive_committed(fields[b"update"], int(fields[b"offset"]))
+
+    # --- who takes a document's versions
+
+    async def lease(self, doc: str, seconds: float) -> bool:
+        """Take or renew the lease on `doc`'s automatic versions; False if another
+        server holds it. Without Redis, True: a redundant version is safe (it prunes
+        only what its own state covers), a document never versioned loads slowly."""
+        key = self._prefix + "lease:" + doc
+        try:
+            held = await self._client.eval(_LEASE_SCRIPT, 1, key, self._node, int(seconds * 1000))
+        except (RedisError, OSError) as exc:
+            log.warning("bus: %s: cannot ask for its versions' lease, taking it: %s", doc, exc)
+            return True
+        return bool(held)
 
     # --- pub/sub: presence, heartbeats, deletions, revocations
 

@@ -26,6 +26,7 @@ P = TypeVar("P")
 
 _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between two tries of a failing commit
 _VERSION_RETRY = 5.0  # seconds before an automatic version that failed is tried again
+_LEASE_MIN = 30.0  # seconds a server holds a document's versions at least
 # A commit this soon after the last waits this many turns of the event loop for company.
 # Measured (S1, 200 readers, maximum rate, shared harness): committing at once cost 18 %
 # more server CPU per update than the thread-based store did; one turn, 8,062-8,207
@@ -64,10 +65,16 @@ def version_due(
 
 
 class Publisher(Protocol):
-    """Where committed updates are announced to other servers (collab/bus.py)."""
+    """Where committed updates are announced to other servers, and which server takes a
+    document's automatic versions (collab/bus.py)."""
 
     def publish(self, doc: str, first: int, updates: list[bytes]) -> None:
         """Updates of `doc` committed at offsets first, first + 1..."""
+        ...
+
+    async def lease(self, doc: str, seconds: float) -> bool:
+        """Whether this server may take `doc`'s automatic versions for `seconds` (it
+        holds the lease, or has just taken it)."""
         ...
 
 
@@ -329,7 +336,13 @@ class Ledger(Generic[P]):
 
     async def _auto_version(self) -> None:
         try:
-            await self.save_version()
+            if await self._journal.may_version(self.name):
+                await self.save_version()
+            else:
+                # Another server of the cluster takes this document's versions: what is
+                # counted here is its to cover (it counts the same updates).
+                self._unversioned = 0
+                self._first_unversioned = None
         except StoreError as exc:
             log.error("%s: automatic version failed, will retry: %s", self.name, exc)
             self._retry_at = time.monotonic() + _VERSION_RETRY
@@ -360,6 +373,16 @@ class Journal:
         self._committed_at = 0.0  # when the last commit ended (the loop's clock)
         self._committer = asyncio.create_task(self._commit_forever(), name="journal")
         self._closed = False
+
+    async def may_version(self, doc: str) -> bool:
+        """Whether this server takes `doc`'s automatic versions: alone, always; in a
+        cluster, the one holding its lease. The lease outlasts two version periods, so
+        its holder keeps it by using it; if the holder is gone another takes over. A
+        former holder that wakes from a pause can only add a redundant version: a
+        version prunes only the log its own state covers."""
+        if self._bus is None:
+            return True
+        return await self._bus.lease(doc, max(_LEASE_MIN, 2 * self.settings.version_seconds))
 
     def open(self, source: Source[P], stored: StoredDoc) -> Ledger[P]:
         """A ledger for `source`, loaded as `stored`."""

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from collab import protocol
-from collab.bus import key_prefix
+from collab.bus import Bus, key_prefix
 from collab.client import Client
 from tests.conftest import RunningServer, ServerProcess
 
@@ -234,3 +234,54 @@ async def test_the_clients_of_a_server_killed_disappear_from_the_others_within_1
             assert gone_after < 12
     finally:
         await asyncio.to_thread(a.kill)
+
+
+# --- who takes a document's versions
+
+
+async def test_one_server_at_a_time_holds_a_documents_versions(redis_url: str) -> None:
+    prefix = key_prefix(f"lease-test-{time.time()}")
+    a, b = await Bus.open(redis_url, "a", prefix), await Bus.open(redis_url, "b", prefix)
+    try:
+        assert await a.lease("doc", 0.3)
+        assert not await b.lease("doc", 0.3)
+        assert await a.lease("doc", 0.3)  # renewed by its holder
+        assert await b.lease("other", 0.3)  # per document
+        await asyncio.sleep(0.5)  # a stopped renewing it (gone, or paused): b takes over
+        assert await b.lease("doc", 30)
+        assert not await a.lease("doc", 30)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_server_without_the_lease_takes_no_automatic_versions(
+    postgres_url: str, redis_url: str, make_server: MakeServer
+) -> None:
+    server = await make_server(db=postgres_url, redis=redis_url, node_id="b", version_updates=3)
+    lease = key_prefix(postgres_url) + "lease:doc"
+    redis = aioredis.Redis.from_url(redis_url, protocol=2)
+    await redis.set(lease, "another server", px=60_000)
+    try:
+        async with aiohttp.ClientSession() as http, Client(server.url, "doc") as writer:
+            text = writer.doc.get("t", type=pycrdt.Text)
+            for i in range(8):
+                text.insert(len(text), f"{i}")
+                await writer.flush()
+            await asyncio.sleep(0.3)
+            assert await versions(http, server) == []  # the other server's to take
+            await redis.delete(lease)  # that server is gone
+            for i in range(8):
+                text.insert(len(text), f"{i}")
+                await writer.flush()
+            async with asyncio.timeout(5):
+                while not await versions(http, server):
+                    await asyncio.sleep(0.05)
+            assert await redis.get(lease) == b"b"
+    finally:
+        await redis.aclose()
+
+
+async def versions(http: aiohttp.ClientSession, server: RunningServer) -> list[str]:
+    async with http.get(f"{server.http}/api/docs/doc/versions") as response:
+        return [v["kind"] for v in (await response.json())["versions"]]
