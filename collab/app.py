@@ -15,28 +15,24 @@ import ipaddress
 import logging
 import os
 import signal
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
 from collab.appkeys import CHECKS, DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
 from collab.config import EventLoop, Settings, describe_db
-from collab.documents import Documents, open_documents
-from collab.errors import CollabError, StoreError
+from collab.documents import Documents, open_bus, open_documents
+from collab.errors import CollabError
 from collab.frames import FrameCache
 from collab.guard import Guard
 from collab.lockfile import DatabaseLock
 from collab.peer import CLOSE_GOING_AWAY
 from collab.store import open_store
 from collab.yjs import document
-
-if TYPE_CHECKING:  # redis is the cluster extra's: imported only with --redis
-    from collab.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +95,7 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
 
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
     document.warm_up()
-    bus = await _bus(app[SETTINGS])
+    bus = await open_bus(app[SETTINGS])
     if bus is not None:
         app[CHECKS]["redis"] = bus.ping
     try:
@@ -116,24 +112,6 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
     finally:
         if bus is not None:
             await bus.close()
-
-
-async def _bus(settings: Settings) -> Bus | None:
-    if not settings.redis:
-        return None
-    try:
-        from collab.bus import Bus, key_prefix  # the cluster extra's redis
-    except ImportError as exc:
-        raise StoreError(
-            f"--redis needs the cluster extra (pip install 'collab[cluster]'): {exc}"
-        ) from exc
-
-    node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
-    # The nodes of one cluster name one database, a file maybe by different paths.
-    db = settings.db.resolve() if isinstance(settings.db, Path) else settings.db
-    bus = await Bus.open(settings.redis, node_id, key_prefix(str(db)))
-    log.info("cluster node %s, bus %s", node_id, settings.redis)
-    return bus
 
 
 async def _retention(app: web.Application) -> AsyncIterator[None]:

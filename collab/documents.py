@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pycrdt
 
 from collab.config import Settings
-from collab.errors import BadRequest, Conflict, DocNotFound, UpdateRejected
+from collab.errors import BadRequest, Conflict, DocNotFound, StoreError, UpdateRejected
 from collab.journal import Journal
 from collab.protocol import EMPTY_UPDATE
 from collab.room import Room
@@ -163,6 +166,29 @@ def check_label(label: Any) -> str:
             "without control characters"
         )
     return label.strip()
+
+
+async def open_bus(settings: Settings) -> Bus | None:
+    """The bus of `settings.redis` (None without): the cluster this process is a node
+    of, a server's or a command's.
+
+    Raises:
+        StoreError: Redis does not answer, or the cluster extra is not installed.
+    """
+    if not settings.redis:
+        return None
+    try:
+        from collab.bus import Bus, key_prefix  # the cluster extra's redis
+    except ImportError as exc:
+        raise StoreError(
+            f"--redis needs the cluster extra (pip install 'collab[cluster]'): {exc}"
+        ) from exc
+    node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+    # The nodes of one cluster name one database, a file maybe by different paths.
+    db = settings.db.resolve() if isinstance(settings.db, Path) else settings.db
+    bus = await Bus.open(settings.redis, node_id, key_prefix(str(db)))
+    log.info("cluster node %s, bus %s", node_id, settings.redis)
+    return bus
 
 
 @asynccontextmanager

@@ -5,6 +5,8 @@ PostgreSQL and redis-server, servers in this process on loopback ports."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -171,3 +173,34 @@ async def test_a_revocation_through_one_server_applies_on_every_server_within_a_
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await session.ws_connect(f"{server.url}/doc?token={doomed}")
             assert refused.value.status == 403
+
+
+async def test_the_cli_on_the_database_with_redis_reaches_the_clients_of_the_servers(
+    postgres_url: str,
+    redis_url: str,
+    cluster: Callable[..., Awaitable[list[RunningServer]]],
+    http: aiohttp.ClientSession,
+) -> None:
+    """A document command run on the database itself, as a node of the cluster for as
+    long as it runs: its restore reaches live clients at once."""
+    (server,) = await cluster(1)
+    async with Client(server.url, "story") as live:
+        text = live.doc.get("t", type=pycrdt.Text)
+        text.insert(0, "Once upon a time.")
+        await live.flush()
+        named = await call(
+            http, "POST", f"{server.http}/api/docs/story/versions", 201, json={"label": "v1"}
+        )
+        text.insert(len(text), " The end.")
+        await live.flush()
+        base = [sys.executable, "-m", "collab"]
+        where = ["--db", postgres_url, "--redis", redis_url]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*base, "restore", "story", str(named["id"]), *where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        await live.wait_for(lambda: text_of(live) == "Once upon a time.", 5)

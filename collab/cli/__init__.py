@@ -90,7 +90,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     return Settings(**values)
 
 
-_DOC_FLAGS = frozenset({"db", "db_sync", "root_types", "log_level"})
+_DOC_FLAGS = frozenset({"db", "db_sync", "redis", "root_types", "log_level"})
 
 
 def _doc_command(

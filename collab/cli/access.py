@@ -22,7 +22,7 @@ from urllib.parse import quote
 import aiohttp
 
 from collab.config import Settings, describe_db
-from collab.documents import DocSummary, Exported, Format, Restored, open_documents
+from collab.documents import DocSummary, Exported, Format, Restored, open_bus, open_documents
 from collab.errors import CollabError, DatabaseInUse, StoreError, Unauthorized, error_from_json
 from collab.lockfile import DatabaseLock, holder
 from collab.store import Version, open_store
@@ -195,8 +195,16 @@ async def _local(settings: Settings, create: bool) -> AsyncIterator[Reach]:
         raise StoreError(f"there is no database at {settings.db}")
     store = await open_store(settings.db, sync=settings.db_sync)
     try:
-        # No connection will come: save and unload rooms as soon as a command is done.
-        async with open_documents(store, replace(settings, room_grace_seconds=0)) as documents:
-            yield Reach(documents, f"database {describe_db(settings.db)}")
+        # With --redis the command is a node of the cluster for as long as it runs: its
+        # changes reach the servers' clients at once, as a server's would.
+        bus = await open_bus(settings)
+        try:
+            # No connection will come: save and unload rooms as soon as a command is done.
+            quick = replace(settings, room_grace_seconds=0)
+            async with open_documents(store, quick, bus) as documents:
+                yield Reach(documents, f"database {describe_db(settings.db)}")
+        finally:
+            if bus is not None:
+                await bus.close()
     finally:
         await store.close()
