@@ -106,6 +106,7 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
             if bus is not None:
                 guard.announce = bus.publish_revoked
                 bus.on_revoked = guard.revoked_elsewhere
+                bus.on_missed.append(guard.revoked_elsewhere)
             await guard.load()
             app[GUARD] = guard
             yield

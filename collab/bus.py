@@ -112,9 +112,11 @@ class Bus:
         self._news = asyncio.Event()
         self._closing = False
         self.connected = True  # whether reading from Redis works (else the database is)
-        # What to do when another server deleted a document, or stored a revocation.
+        # What to do when another server deleted a document, or stored a revocation;
+        # and when pub/sub was lost, so that some of those may have been missed.
         self.on_deleted: Callable[[str], None] | None = None
         self.on_revoked: Callable[[], None] | None = None
+        self.on_missed: list[Callable[[], None]] = []
         self._tasks = [
             asyncio.create_task(self._publish_forever(), name="bus publisher"),
             asyncio.create_task(self._read_forever(), name="bus reader"),
@@ -336,8 +338,8 @@ class Bus:
         self._pubsub = pubsub
         for name in self._watched:  # what was missed meanwhile: ask again
             self._signal(self._presence_channel(name), _QUERY, b"")
-        if self.on_revoked is not None:  # and read the revocations again
-            self.on_revoked()
+        for look_again in self.on_missed:
+            look_again()
 
     async def _drop_unwatched(self) -> None:
         if not self._unwatched:

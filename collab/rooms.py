@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collab.config import Settings
 from collab.errors import DocNotFound, StoreError
@@ -43,9 +43,10 @@ class Rooms:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._deleting: dict[str, asyncio.Future[None]] = {}
         self._closed = False
-        self._forgetting: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # forgetting deleted rooms
         if bus is not None:
             bus.on_deleted = self._deleted_elsewhere
+            bus.on_missed.append(self._look_for_deleted)
 
     def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
@@ -191,9 +192,29 @@ class Rooms:
         if room is None or name in self._deleting:
             return
         log.info("%s: deleted by another server; closing its connections", name)
-        task = asyncio.create_task(self._forget(name), name=f"forget {name}")
-        self._forgetting.add(task)
-        task.add_done_callback(self._forgetting.discard)
+        self._spawn(self._forget(name), f"forget {name}")
+
+    def _look_for_deleted(self) -> None:
+        """A deletion may have been missed (pub/sub was lost): ask the store about every
+        room that has committed anything, so none lives on for a deleted document."""
+        self._spawn(self._find_deleted(), "look for deleted documents")
+
+    async def _find_deleted(self) -> None:
+        for room in list(self._rooms.values()):
+            if room.ledger.offset == 0 or room.name in self._deleting:
+                continue  # nothing committed: it has no row to be missing
+            try:
+                gone = await self._catalogue.doc_info(room.name) is None
+            except StoreError as exc:
+                log.warning("%s: cannot tell whether it was deleted: %s", room.name, exc)
+                continue
+            if gone:
+                self._deleted_elsewhere(room.name)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _forget(self, name: str) -> None:
         while busy := self._deleting.get(name) or self._loading.get(name):

@@ -285,3 +285,34 @@ async def test_a_server_without_the_lease_takes_no_automatic_versions(
 async def versions(http: aiohttp.ClientSession, server: RunningServer) -> list[str]:
     async with http.get(f"{server.http}/api/docs/doc/versions") as response:
         return [v["kind"] for v in (await response.json())["versions"]]
+
+
+async def test_a_delete_while_redis_is_away_reaches_the_other_servers_when_it_is_back(
+    postgres_url: str,
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+    make_server: MakeServer,
+    tmp_path: Path,
+) -> None:
+    url, redis = own_redis
+    a = await make_server(db=postgres_url, redis=url, node_id="a")
+    b = await make_server(db=postgres_url, redis=url, node_id="b")
+    async with Client(b.url, "doomed") as on_b, aiohttp.ClientSession() as http:
+        on_b.doc.get("t", type=pycrdt.Text).insert(0, "soon gone")
+        await on_b.flush()
+        await asyncio.sleep(0.2)
+        redis.kill()
+        await asyncio.to_thread(redis.wait, 10)
+        async with http.delete(f"{a.http}/api/docs/doomed") as response:
+            assert response.status == 204  # the announcement is lost with Redis
+        await asyncio.sleep(1.5)
+        assert not on_b.closed.is_set()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(tmp_path)]
+        restarted = await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL)
+        try:
+            await asyncio.wait_for(on_b.closed.wait(), 10)
+            assert on_b.close_code == 4404
+        finally:
+            restarted.kill()
+            await asyncio.to_thread(restarted.wait, 10)
