@@ -37,6 +37,10 @@ _RETRY_SECONDS = 0.5  # after a failure to publish
 # is back the relay resumes.
 _POLL_SECONDS = 1.0
 _STREAM_LENGTH = 10_000  # entries kept per document (approximately): a relay, not the log
+# A document's stream goes when nobody has written to it for this long, so that Redis
+# does not keep one for every document ever edited (a server watching it goes on from
+# the new stream, whose entries come after).
+_STREAM_SECONDS = 600
 _OUTBOX_LIMIT = 100_000  # unpublished updates kept while Redis is away (the rest: gaps)
 _HEARTBEAT_SECONDS = 1.0
 _GONE_SECONDS = 10.0  # a server not heard of for this long is gone
@@ -186,6 +190,8 @@ class Bus:
                             maxlen=_STREAM_LENGTH,
                             approximate=True,
                         )
+                    for doc in {doc for doc, _, _ in batch}:
+                        pipe.expire(self._prefix + doc, _STREAM_SECONDS)
                     for channel, message in signals:
                         pipe.publish(channel, message)
                     await pipe.execute()

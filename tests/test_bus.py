@@ -165,6 +165,8 @@ async def test_redis_killed_and_restarted_empty_loses_nothing_and_the_relay_resu
             try:  # the new Redis carries the relay: both servers published to it
                 entries = await fresh.xrange(key_prefix(postgres_url) + "doc")
                 assert {fields[b"node"] for _, fields in entries} == {b"a", b"b"}
+                # and forgets the stream of a document nobody writes to any more
+                assert 0 < await fresh.ttl(key_prefix(postgres_url) + "doc") <= 600
             finally:
                 await fresh.aclose()
             print(f"relay resumed {resumed:.2f} s after redis-server was started again")
