@@ -813,27 +813,24 @@ async def run_cluster_round(
     client received must be in a surviving node's state. Every node serves on return."""
     count = len(cluster.nodes)
     shift = rng.randrange(count)
+
+    def new_seat(node: int, room: str) -> Seat:
+        doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=_new_client_id(rng, used_ids))
+        client = RecordingClient(cluster.nodes[node].url, room, doc=doc)
+        return Seat(client, node, random.Random(rng.random()))
+
     seats = [
-        Seat(
-            RecordingClient(
-                cluster.nodes[(i // options.rooms + shift) % count].url,
-                room_name(i % options.rooms),
-                doc=pycrdt.Doc(client_id=_new_client_id(rng, used_ids)),
-            ),
-            (i // options.rooms + shift) % count,
-            random.Random(rng.random()),
-        )
+        new_seat((i // options.rooms + shift) % count, room_name(i % options.rooms))
         for i in range(options.clients)
     ]
     sharing = [s for s in seats if sum(o.client.room == s.client.room for o in seats) > 1]
     editors: list[asyncio.Task[None]] = []
+    refused = 0
     stopped: list[int] = []
     exit_codes: list[int] = []
     try:
-        refused = sum(await asyncio.gather(*(connect(seat.client) for seat in seats)))
-        editors = [
-            asyncio.create_task(keep_editing(seat, cluster, options.max_pause)) for seat in seats
-        ]
+        refused += sum(await asyncio.gather(*(connect(s.client) for s in seats)))
+        editors = [asyncio.create_task(keep_editing(s, cluster, options.max_pause)) for s in seats]
         async with asyncio.timeout(30):
             await asyncio.gather(*(seat.client.live.wait() for seat in sharing))
         kill_after = rng.uniform(options.min_kill, options.max_kill)
@@ -859,12 +856,22 @@ async def run_cluster_round(
             await node.start()
             restarts.append(time.monotonic() - began)
             cluster.down.discard(victim)
-            # ... and their edits reach the rest of the room, and theirs reach them.
+            # A new client (an empty doc, which repairs nothing) joins each room on the
+            # restarted node while the others type: the node loads the rooms under load,
+            # and its first sync must be the whole document.
+            late = [new_seat(victim, room_name(i)) for i in range(options.rooms)]
+            refused += sum(await asyncio.gather(*(connect(s.client) for s in late)))
+            seats.extend(late)
+            sharing.extend(late)
+            editors.extend(
+                asyncio.create_task(keep_editing(s, cluster, options.max_pause)) for s in late
+            )
+            # The moved clients' edits reach the rest of the room, and theirs reach them.
             async with asyncio.timeout(30):
                 await asyncio.gather(
-                    *(seat.client.live.wait() for seat in moving if seat in sharing)
+                    *(s.client.live.wait() for s in [*moving, *late] if s in sharing)
                 )
-        await asyncio.sleep(rng.uniform(0.1, 0.5))
+        await asyncio.sleep(rng.uniform(0.3, 0.8))
         for task in editors:
             task.cancel()
         await asyncio.gather(*editors, return_exceptions=True)
@@ -965,7 +972,7 @@ class Summary:
             ("seed", str(self.seed)),
             ("rounds", f"{len(self.rounds)} of {self.options.rounds}"),
             kills,
-            ("clients per round / rooms", f"{self.options.clients} / {self.options.rooms}"),
+            ("clients per round / rooms", self._clients_per_round()),
             ("edits made by clients", str(sum(client.edits for client in clients))),
             (
                 "updates received from the server",
@@ -1023,6 +1030,12 @@ class Summary:
                 codes = [code for result in self.rounds for code in result.exit_codes]
                 figures.insert(7, ("exit codes after SIGTERM", _counts(codes)))
         return figures
+
+    def _clients_per_round(self) -> str:
+        clients, rooms = self.options.clients, self.options.rooms
+        if self.options.nodes == 1:
+            return f"{clients} / {rooms}"
+        return f"{clients}, + {rooms} joining each restarted node / {rooms}"
 
     def table(self) -> str:
         figures = self.figures()
