@@ -1018,7 +1018,7 @@ class Summary:
                     str(sum(result.moves for result in self.rounds)),
                 ),
                 (
-                    "all nodes equal after a round, avg / max",
+                    "all nodes equal (fetched, compared), avg / max",
                     f"{1000 * statistics.mean(converge):.0f} / {1000 * max(converge):.0f} ms",
                 ),
                 (
