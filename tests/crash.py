@@ -21,6 +21,24 @@ Updates a client made that never came back to it may be lost (the protocol has n
 how many were is reported as a figure, not a failure. Any loss of a received update exits
 1 and keeps the run's directory (database, server log, the received updates and a JSON
 report of what is missing).
+
+With `--nodes N` (N > 1) the same test runs on a cluster, the configuration in which a
+kill must not lose anything either: N servers share one PostgreSQL database and relay
+over Redis (docs/architecture.md), and each room's clients are spread over the nodes.
+
+    python scripts/crash_test.py --nodes 3 --clients 6 --rooms 2 --rounds 20
+    python scripts/crash_test.py --nodes 3 --clients 6 --rooms 2 --rounds 5 --rolling
+
+Each round one node, chosen at random, is SIGKILLed; its clients move to the other nodes
+(new connections of the same docs, as a provider behind a load balancer reconnects) and
+carry on editing until they hear the others again; the node restarts on its port with
+its node id. Then every node's state of every room must become equal within a bounded
+time (a node that missed an announcement finds the gap by the next offset it hears of),
+and what every client received, through any of its connections, must be in the state of
+a node that was not killed. With `--rolling` a round SIGTERMs each node in turn (waiting
+for its exit, code 0, and restarting it) while clients type: the upgrade of a cluster.
+Rooms left diverged fail the run as losses do. Without `--db` the script makes a fresh
+PostgreSQL database for the run, dropped after a run that passed.
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +91,13 @@ class Options:
     version_updates: int = 100  # small, so crashes also land around versions
     server_args: list[str] = field(default_factory=list)
     round_timeout: float = 120.0
+    # A cluster: with nodes > 1, that many servers share the PostgreSQL database `db` and
+    # relay over the Redis `redis`; clients of each room are spread over the nodes.
+    nodes: int = 1
+    db: str | None = None  # default: an SQLite file in the run's directory (one node)
+    redis: str | None = None
+    rolling: bool = False  # cluster: each round SIGTERMs every node in turn, no SIGKILL
+    converge_timeout: float = 20.0  # for the nodes' states of each room to become equal
 
 
 # --- the server ------------------------------------------------------------------------
@@ -90,7 +116,7 @@ class ServerProcess:
     Start it from the main thread (the parent-death signal follows the starting thread).
     """
 
-    def __init__(self, db: Path, log_path: Path, extra: list[str]) -> None:
+    def __init__(self, db: Path | str, log_path: Path, extra: list[str]) -> None:
         self.db = db
         self.log_path = log_path
         self.extra = extra
@@ -161,6 +187,20 @@ class ServerProcess:
             self.proc.wait(10)
         _LIVE.discard(self)
 
+    async def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM (a graceful stop: connections closed with 1001, rooms saved) and wait
+        for the exit; returns its code. Killed if it does not exit within `timeout`."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(self.proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise TimeoutError(f"no exit {timeout} s after SIGTERM: {self.tail()}") from None
+        _LIVE.discard(self)
+        return code
+
     def tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
@@ -210,6 +250,17 @@ class RecordingClient(Client):
             else:
                 self.live_updates += 1
                 self.live.set()
+
+    def successor(self, url: str) -> RecordingClient:
+        """A new connection of the same doc to the server at `url`, recording on into the
+        same list: a Client does not reconnect by itself, and in a cluster what a client
+        received through any of its connections must survive."""
+        successor = RecordingClient(url, self.room, doc=self.doc)
+        successor.received = self.received
+        successor.sync_updates = self.sync_updates
+        successor.live_updates = self.live_updates
+        successor.edits = self.edits
+        return successor
 
 
 _WORDS = "lorem ipsum dolor sit amet crash kill durable commit relay sync wal".split()
@@ -420,10 +471,22 @@ class RoundResult:
     clients: list[ClientResult]
     state_bytes: dict[str, int]  # room -> size of its state after the restart
     refused: int = 0  # connections the server refused with 503 (then retried)
+    # A cluster's round:
+    stopped: list[str] = field(default_factory=list)  # the nodes killed (or SIGTERMed)
+    checked_on: str = ""  # the surviving node whose state the clients were checked on
+    moves: int = 0  # connections that moved to another node when theirs went away
+    converge_seconds: float = 0.0  # until every node's state of every room was equal
+    diverged: list[str] = field(default_factory=list)  # rooms whose nodes still differ
+    exit_codes: list[int] = field(default_factory=list)  # of the nodes SIGTERMed
 
     @property
     def lost(self) -> bool:
         return any(client.lost for client in self.clients)
+
+    @property
+    def failed(self) -> bool:
+        """A loss, nodes left diverged, or a node that did not stop cleanly on SIGTERM."""
+        return self.lost or bool(self.diverged) or any(self.exit_codes)
 
 
 def room_name(index: int) -> str:
@@ -568,12 +631,17 @@ def save_evidence(
     result: RoundResult,
     clients: list[RecordingClient],
     states: dict[str, ServerState],
+    nodes: dict[str, dict[str, bytes]] | None = None,
 ) -> None:
-    """Write what a loss needs to be studied: the states, every received update, a report."""
+    """Write what a loss needs to be studied: the states, every received update, a report
+    (and in a cluster each node's state of each room)."""
     base = directory / f"round-{result.round}"
     base.mkdir(parents=True, exist_ok=True)
     for name, state in states.items():
         (base / f"server-{quote(name, safe='')}.update").write_bytes(state.state)
+    for name, by_node in (nodes or {}).items():
+        for node, state in by_node.items():
+            (base / f"{node}-{quote(name, safe='')}.update").write_bytes(state)
     for client, checked in zip(clients, result.clients, strict=True):
         if not checked.lost:
             continue
@@ -583,6 +651,259 @@ def save_evidence(
             (folder / f"received-{index:05d}.update").write_bytes(update)
         (folder / "client-doc.update").write_bytes(client.doc.get_update())
     (base / "report.json").write_text(json.dumps(asdict(result), indent=1, default=str))
+
+
+# --- a cluster ---------------------------------------------------------------------------
+
+
+class Cluster:
+    """`nodes` servers on one PostgreSQL database, relaying over one Redis; each keeps its
+    node id (n0, n1...) and port across restarts, as a fixed set of nodes would."""
+
+    def __init__(self, options: Options, workdir: Path, extra: list[str]) -> None:
+        assert options.db is not None and options.redis is not None
+        self.nodes = [
+            ServerProcess(
+                options.db,
+                workdir / f"server-n{k}.log",
+                [*extra, "--redis", options.redis, "--node-id", f"n{k}"],
+            )
+            for k in range(options.nodes)
+        ]
+        self.down: set[int] = set()  # killed or stopping: no client may move there
+
+    def up(self) -> list[int]:
+        return [k for k in range(len(self.nodes)) if k not in self.down]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(node.start() for node in self.nodes))
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+@dataclass
+class Seat:
+    """One editor of a cluster round: its doc, and its connection to some node, which
+    moves to another node when that one goes away."""
+
+    client: RecordingClient
+    node: int
+    rng: random.Random
+    moves: int = 0
+    refused: int = 0
+
+
+async def move(seat: Seat, cluster: Cluster) -> None:
+    """Connect the seat's doc to another node that is up, as a provider reconnecting
+    through a load balancer would; the edits made meanwhile go with its first sync."""
+    await seat.client.close()
+    for _ in range(50):
+        up = cluster.up()
+        others = [k for k in up if k != seat.node] or up
+        if not others:
+            await asyncio.sleep(0.1)
+            continue
+        target = seat.rng.choice(others)
+        # Chained even when it fails: what a failed attempt received counts too.
+        seat.client = seat.client.successor(cluster.nodes[target].url)
+        try:
+            seat.refused += await connect(seat.client)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            await seat.client.close()
+            await asyncio.sleep(0.1)  # that node went away meanwhile: another one
+            continue
+        seat.node = target
+        seat.moves += 1
+        return
+    raise RuntimeError(f"client {seat.client.client_id} could not move to any node")
+
+
+async def keep_editing(seat: Seat, cluster: Cluster, max_pause: float) -> None:
+    """Edit through whichever node the seat is on, moving when its connection ends."""
+    while True:
+        client = seat.client
+        if client.closed.is_set():
+            await move(seat, cluster)
+            continue
+        edit_once(client.doc, seat.rng)
+        client.edits += 1
+        await asyncio.sleep(seat.rng.uniform(0, max_pause))
+
+
+async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise TimeoutError(f"not within {timeout} s: {what}") from None
+
+
+def _settled(seats: list[Seat], cluster: Cluster) -> bool:
+    """Every seat synced on a node that is up (the ones that had to move have moved)."""
+    return all(
+        seat.node not in cluster.down
+        and seat.client.synced.is_set()
+        and not seat.client.closed.is_set()
+        for seat in seats
+    )
+
+
+def _fingerprint(state: bytes) -> tuple[Ranges, Ranges, dict[str, Any]]:
+    """What two nodes' states of a room must share to be the same document: the structs'
+    clock ranges, the delete set, and the content."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(state)
+    return (*update_ranges(state), content(doc))
+
+
+def _difference(name: str, node: str, state: bytes, other: str, others: bytes) -> str:
+    lacks = ServerState(state).missing(0, others)
+    what = f"{len(lacks.structs)} struct ranges, {len(lacks.deletions)} deletions" if lacks else ""
+    return f"{name}: {node} differs from {other}" + (f" (lacks {what} of it)" if what else "")
+
+
+async def converge(
+    cluster: Cluster, options: Options
+) -> tuple[dict[str, dict[str, bytes]], float, list[str]]:
+    """Fetch every node's state of every room until they are all equal or the timeout
+    passes: the bus relays at once, and a node that missed an announcement (its sender
+    killed between commit and publish) finds the gap by the next offset it hears of.
+    Returns the states (room -> node -> state), the seconds it took, and the rooms
+    still diverged."""
+    started = time.monotonic()
+    names = [room_name(index) for index in range(options.rooms)]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        while True:
+            states = {
+                name: {
+                    f"n{k}": await fetch_state(session, node.http, name)
+                    for k, node in enumerate(cluster.nodes)
+                }
+                for name in names
+            }
+            diverged = []
+            for name, by_node in states.items():
+                (first, state), *rest = by_node.items()
+                expected = _fingerprint(state)
+                diverged += [
+                    _difference(name, node, other, first, state)
+                    for node, other in rest
+                    if _fingerprint(other) != expected
+                ]
+            elapsed = time.monotonic() - started
+            if not diverged or elapsed > options.converge_timeout:
+                return states, elapsed, diverged
+            await asyncio.sleep(0.1)
+
+
+async def run_cluster_round(
+    cluster: Cluster,
+    number: int,
+    options: Options,
+    rng: random.Random,
+    used_ids: set[int],
+    evidence: Path | None = None,
+) -> RoundResult:
+    """One round on a cluster: clients of every room spread over the nodes edit; one node
+    is SIGKILLed (or, rolling, each node in turn is SIGTERMed and restarted); its clients
+    move to other nodes and carry on; then the nodes must converge, and everything any
+    client received must be in a surviving node's state. Every node serves on return."""
+    count = len(cluster.nodes)
+    shift = rng.randrange(count)
+
+    def new_seat(node: int, room: str) -> Seat:
+        doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=_new_client_id(rng, used_ids))
+        client = RecordingClient(cluster.nodes[node].url, room, doc=doc)
+        return Seat(client, node, random.Random(rng.random()))
+
+    seats = [
+        new_seat((i // options.rooms + shift) % count, room_name(i % options.rooms))
+        for i in range(options.clients)
+    ]
+    sharing = [s for s in seats if sum(o.client.room == s.client.room for o in seats) > 1]
+    editors: list[asyncio.Task[None]] = []
+    refused = 0
+    stopped: list[int] = []
+    exit_codes: list[int] = []
+    try:
+        refused += sum(await asyncio.gather(*(connect(s.client) for s in seats)))
+        editors = [asyncio.create_task(keep_editing(s, cluster, options.max_pause)) for s in seats]
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(seat.client.live.wait() for seat in sharing))
+        kill_after = rng.uniform(options.min_kill, options.max_kill)
+        restarts = []
+        for victim in list(range(count)) if options.rolling else [rng.randrange(count)]:
+            if stopped:  # rolling: the clients type on between two stops
+                await asyncio.sleep(rng.uniform(options.min_kill, options.max_kill))
+            else:
+                await asyncio.sleep(kill_after)
+            node = cluster.nodes[victim]
+            cluster.down.add(victim)
+            stopped.append(victim)
+            moving = [seat for seat in seats if seat.node == victim]
+            for seat in moving:  # each must hear from its new node, later
+                seat.client.live.clear()
+            began = time.monotonic()
+            if options.rolling:
+                exit_codes.append(await node.terminate())
+            else:
+                node.kill()
+            # The killed node's clients carry on through the others...
+            await _until(lambda: _settled(seats, cluster), 30, "clients moved off the node")
+            await node.start()
+            restarts.append(time.monotonic() - began)
+            cluster.down.discard(victim)
+            # A new client (an empty doc, which repairs nothing) joins each room on the
+            # restarted node while the others type: the node loads the rooms under load,
+            # and its first sync must be the whole document.
+            late = [new_seat(victim, room_name(i)) for i in range(options.rooms)]
+            refused += sum(await asyncio.gather(*(connect(s.client) for s in late)))
+            seats.extend(late)
+            sharing.extend(late)
+            editors.extend(
+                asyncio.create_task(keep_editing(s, cluster, options.max_pause)) for s in late
+            )
+            # The moved clients' edits reach the rest of the room, and theirs reach them.
+            async with asyncio.timeout(30):
+                await asyncio.gather(
+                    *(s.client.live.wait() for s in [*moving, *late] if s in sharing)
+                )
+        await asyncio.sleep(rng.uniform(0.3, 0.8))
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
+        clients = [seat.client for seat in seats]
+        await _close_all(clients)  # each sends what it has queued first
+        by_room, converge_seconds, diverged = await converge(cluster, options)
+        # Checked on a node that was never stopped this round, if there is one.
+        survivors = [k for k in range(count) if k not in stopped] or list(range(count))
+        checked_on = f"n{rng.choice(survivors)}"
+        states = {name: ServerState(by_node[checked_on]) for name, by_node in by_room.items()}
+        result = RoundResult(
+            number,
+            kill_after,
+            statistics.mean(restarts),
+            [check_client(number, client, states[client.room]) for client in clients],
+            {name: len(state.state) for name, state in states.items()},
+            refused + sum(seat.refused for seat in seats),
+            stopped=[f"n{k}" for k in stopped],
+            checked_on=checked_on,
+            moves=sum(seat.moves for seat in seats),
+            converge_seconds=converge_seconds,
+            diverged=diverged,
+            exit_codes=exit_codes,
+        )
+        if result.failed and evidence is not None:
+            save_evidence(evidence, result, clients, states, by_room)
+        return result
+    finally:
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
+        await _close_all([seat.client for seat in seats])
 
 
 # --- the whole run -----------------------------------------------------------------------
@@ -604,12 +925,17 @@ class Summary:
 
     @property
     def failed(self) -> bool:
-        """A loss, an error, or a final sync that differs from the stored state."""
+        """A loss, an error, a cluster round that failed otherwise (nodes left diverged),
+        or a final sync that differs from the stored state."""
         final_ok = self.final_sync is not None and self.final_sync.startswith("equal")
-        return bool(self.losses) or self.error is not None or not final_ok
+        failed_round = any(result.failed for result in self.rounds)
+        return bool(self.losses) or self.error is not None or not final_ok or failed_round
 
     @property
     def kills(self) -> int:
+        """Servers killed (or, in a rolling restart, stopped)."""
+        if self.options.nodes > 1:
+            return sum(len(result.stopped) for result in self.rounds)
         return len(self.rounds)
 
     @property
@@ -631,15 +957,22 @@ class Summary:
         live = [client.live_updates for client in clients] or [0]
         lost_updates = sum(len(client.missing) for client in self.losses)
         sizes = self.rounds[-1].state_bytes if self.rounds else {}
-        log = self.workdir / "server.log"
-        log_text = log.read_text(errors="replace") if log.exists() else ""
+        log_text = "".join(
+            log.read_text(errors="replace") for log in sorted(self.workdir.glob("server*.log"))
+        )
         own_lost = sum(client.own_ticks_lost for client in clients)
         own = sum(client.own_ticks for client in clients)
-        return [
+        kills = ("server kills (SIGKILL)", str(self.kills))
+        if self.options.nodes > 1:
+            stopped = [node for result in self.rounds for node in result.stopped]
+            per_node = ", ".join(f"{n} {stopped.count(n)}" for n in sorted(set(stopped)))
+            how = "node stops (SIGTERM)" if self.options.rolling else "node kills (SIGKILL)"
+            kills = (how, f"{self.kills} ({per_node})")
+        figures = [
             ("seed", str(self.seed)),
             ("rounds", f"{len(self.rounds)} of {self.options.rounds}"),
-            ("server kills (SIGKILL)", str(self.kills)),
-            ("clients per round / rooms", f"{self.options.clients} / {self.options.rooms}"),
+            kills,
+            ("clients per round / rooms", self._clients_per_round()),
             ("edits made by clients", str(sum(client.edits for client in clients))),
             (
                 "updates received from the server",
@@ -664,7 +997,7 @@ class Summary:
                 f"{statistics.mean(kill_after):.2f} / {max(kill_after):.2f} s",
             ),
             (
-                "SIGKILL -> serving again, avg / max",
+                f"{'SIGTERM' if self.options.rolling else 'SIGKILL'} -> serving again, avg / max",
                 f"{1000 * statistics.mean(restarts):.0f} / {1000 * max(restarts):.0f} ms",
             ),
             ("final document states", ", ".join(f"{n} {b} B" for n, b in sizes.items())),
@@ -676,6 +1009,33 @@ class Summary:
             ("final WebSocket sync vs REST state", self.final_sync or "not checked"),
             ("run time", f"{self.seconds:.1f} s"),
         ]
+        if self.options.nodes > 1:
+            converge = [result.converge_seconds for result in self.rounds] or [0.0]
+            figures[3:3] = [
+                ("nodes", f"{self.options.nodes}, one PostgreSQL database, Redis bus"),
+                (
+                    "connections moved to another node",
+                    str(sum(result.moves for result in self.rounds)),
+                ),
+                (
+                    "all nodes equal (fetched, compared), avg / max",
+                    f"{1000 * statistics.mean(converge):.0f} / {1000 * max(converge):.0f} ms",
+                ),
+                (
+                    "ROOMS LEFT DIVERGED",
+                    str(sum(len(result.diverged) for result in self.rounds)),
+                ),
+            ]
+            if self.options.rolling:
+                codes = [code for result in self.rounds for code in result.exit_codes]
+                figures.insert(7, ("exit codes after SIGTERM", _counts(codes)))
+        return figures
+
+    def _clients_per_round(self) -> str:
+        clients, rooms = self.options.clients, self.options.rooms
+        if self.options.nodes == 1:
+            return f"{clients} / {rooms}"
+        return f"{clients}, + {rooms} joining each restarted node / {rooms}"
 
     def table(self) -> str:
         figures = self.figures()
@@ -684,6 +1044,10 @@ class Summary:
         if self.error:
             lines.append(f"{'STOPPED':<{width}}  {self.error}")
         return "\n".join(lines)
+
+
+def _counts(values: list[int]) -> str:
+    return ", ".join(f"{value}: {values.count(value)}" for value in sorted(set(values))) or "-"
 
 
 def _log_counts(text: str) -> str:
@@ -710,8 +1074,12 @@ async def run(
     rng = random.Random(summary.seed)
     used_ids: set[int] = set()
     extra = ["--version-updates", str(options.version_updates)] if options.version_updates else []
+    if options.nodes > 1:
+        return await run_cluster(
+            options, workdir, rng, used_ids, extra, summary, stop_on_loss, progress
+        )
     server = ServerProcess(
-        workdir / "crash.db", workdir / "server.log", extra + options.server_args
+        options.db or workdir / "crash.db", workdir / "server.log", extra + options.server_args
     )
     started = time.monotonic()
     try:
@@ -738,6 +1106,45 @@ async def run(
     return summary
 
 
+async def run_cluster(
+    options: Options,
+    workdir: Path,
+    rng: random.Random,
+    used_ids: set[int],
+    extra: list[str],
+    summary: Summary,
+    stop_on_loss: bool,
+    progress: bool = False,
+) -> Summary:
+    """`run` on a cluster of `options.nodes` nodes."""
+    cluster = Cluster(options, workdir, extra + options.server_args)
+    started = time.monotonic()
+    try:
+        await cluster.start()
+        for number in range(1, options.rounds + 1):
+            async with asyncio.timeout(options.round_timeout):
+                result = await run_cluster_round(
+                    cluster, number, options, rng, used_ids, workdir / "evidence"
+                )
+            summary.rounds.append(result)
+            if progress:
+                _print_round(result)
+            if result.failed and stop_on_loss:
+                summary.error = f"failed round {number}: evidence in {workdir / 'evidence'}"
+                break
+        async with asyncio.timeout(60):
+            found = [await final_sync_check(node, options) for node in cluster.nodes]
+        differ = [f"n{k}: {text}" for k, text in enumerate(found) if not text.startswith("equal")]
+        summary.final_sync = "; ".join(differ) or f"equal ({options.rooms} rooms, on every node)"
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, and exit 1
+        summary.error = f"round {len(summary.rounds) + 1}: {type(exc).__name__}: {exc}"
+        summary.error += "\n" + "".join(traceback.format_exception(exc)[-6:])
+    finally:
+        cluster.kill()
+        summary.seconds = time.monotonic() - started
+    return summary
+
+
 async def final_sync_check(server: ServerProcess, options: Options) -> str:
     """Whether a fresh client's first sync brings exactly the REST API's state, per room."""
     differing = []
@@ -760,13 +1167,30 @@ async def final_sync_check(server: ServerProcess, options: Options) -> str:
 def _print_round(result: RoundResult) -> None:
     live = [client.live_updates for client in result.clients]
     verdict = "LOSS" if result.lost else "ok"
-    print(
-        f"round {result.round:4d}: killed {result.kill_after:.2f} s after busy, "
-        f"restart {1000 * result.restart_seconds:4.0f} ms, "
-        f"received {sum(c.received for c in result.clients):5d} "
-        f"(live {min(live)}-{max(live)} per client), {verdict}",
-        flush=True,
-    )
+    if result.stopped:  # a cluster's
+        verdict = "DIVERGED" if result.diverged and not result.lost else verdict
+        if any(result.exit_codes):
+            verdict += f", exit codes {result.exit_codes}"
+        how = "stopped" if result.exit_codes else "killed"
+        print(
+            f"round {result.round:4d}: {how} {','.join(result.stopped)} "
+            f"{result.kill_after:.2f} s after busy, restart {1000 * result.restart_seconds:4.0f}"
+            f" ms, {result.moves} moved, equal in {1000 * result.converge_seconds:4.0f} ms, "
+            f"received {sum(c.received for c in result.clients):5d} "
+            f"(live {min(live)}-{max(live)} per client), checked on {result.checked_on}, "
+            f"{verdict}",
+            flush=True,
+        )
+        for diverged in result.diverged:
+            print(f"  {diverged}", flush=True)
+    else:
+        print(
+            f"round {result.round:4d}: killed {result.kill_after:.2f} s after busy, "
+            f"restart {1000 * result.restart_seconds:4.0f} ms, "
+            f"received {sum(c.received for c in result.clients):5d} "
+            f"(live {min(live)}-{max(live)} per client), {verdict}",
+            flush=True,
+        )
     for client in result.clients:
         if client.lost:
             print(f"  client {client.client_id} in {client.room}:", flush=True)
@@ -805,6 +1229,31 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         metavar="ARG",
         help="one more argument for `collab serve` (repeat it)",
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="more than 1: a cluster on PostgreSQL and Redis; clients of each room are spread "
+        "over the nodes, one node is SIGKILLed per round and its clients move to the others",
+    )
+    parser.add_argument(
+        "--rolling",
+        action="store_true",
+        help="cluster: each round SIGTERMs and restarts every node in turn instead",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="the database (used as it is; a cluster's is a postgresql:// URL). Default: "
+        "an SQLite file in the run's directory; for a cluster, a new PostgreSQL database "
+        f"on {POSTGRES_ADMIN_URL} ($COLLAB_TEST_POSTGRES), dropped after a run that passed",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=REDIS_URL,
+        help="cluster: the bus's Redis (default %(default)s, $COLLAB_TEST_REDIS)",
+    )
     parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the directory after success")
     parser.add_argument("--continue-on-loss", action="store_true")
@@ -814,6 +1263,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         parser.error("every room needs at least two clients (--clients >= 2 * --rooms)")
     if not 0 <= args.min_kill <= args.max_kill:
         parser.error("need 0 <= --min-kill <= --max-kill")
+    if args.nodes < 1 or (args.rolling and args.nodes < 2):
+        parser.error("need --nodes >= 1, and >= 2 with --rolling")
+    if args.nodes > 1 and args.db and not args.db.startswith("postgresql://"):
+        parser.error("the nodes of a cluster share a PostgreSQL database: --db postgresql://...")
     options = Options(
         clients=args.clients,
         rooms=args.rooms,
@@ -824,8 +1277,39 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         max_pause=args.max_pause,
         version_updates=args.version_updates,
         server_args=args.server_arg,
+        nodes=args.nodes,
+        db=args.db,
+        redis=args.redis if args.nodes > 1 else None,
+        rolling=args.rolling,
     )
     return options, args
+
+
+POSTGRES_ADMIN_URL = os.environ.get("COLLAB_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("COLLAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+async def create_database(admin_url: str) -> str:
+    """A new, empty database on the PostgreSQL server of `admin_url`; returns its URL."""
+    import asyncpg  # type: ignore[import-untyped]  # the cluster extra's
+
+    name = f"collab_crash_{random.randrange(16**8):08x}"
+    admin = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -839,6 +1323,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="collab-crash-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"crash test in {workdir}: {' '.join(sys.argv)}", flush=True)
+    made_db = None
+    if options.nodes > 1 and options.db is None:
+        made_db = options.db = asyncio.run(create_database(POSTGRES_ADMIN_URL))
+        print(f"cluster of {options.nodes} on {made_db}, bus {options.redis}", flush=True)
     seed = options.seed if options.seed is not None else random.randrange(2**32)
     summary = Summary(options, seed, workdir)
     started = time.monotonic()
@@ -861,9 +1349,14 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.table())
     failed = summary.failed
     if failed or args.keep or args.workdir:
-        print(f"kept: {workdir} (crash.db, server.log, evidence/)")
+        logs = "server-n*.log" if options.nodes > 1 else "crash.db, server.log"
+        print(f"kept: {workdir} ({logs}, evidence/)")
+        if made_db:
+            print(f"kept: {made_db}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+        if made_db:
+            asyncio.run(drop_database(POSTGRES_ADMIN_URL, made_db))
     return 1 if failed else 0
 
 

@@ -2,7 +2,9 @@
 
 A real `collab serve` child process is killed while clients edit; after the restart, every
 update any client had received from the server must still be there. The long run is
-`python scripts/crash_test.py --rounds 200`.
+`python scripts/crash_test.py --rounds 200`. The same on a cluster of three nodes (one
+killed per round, or each stopped in turn), whose long run is
+`python scripts/crash_test.py --nodes 3 --clients 6 --rooms 2 --rounds 20 [--rolling]`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,80 @@ async def test_nothing_a_client_received_is_lost_when_the_server_is_killed(
         summary.rounds[-1].state_bytes["crash-test/room-0"]
         > summary.rounds[0].state_bytes["crash-test/room-0"]
     ), about
+
+
+CLUSTER = {"nodes": 3, "clients": 6, "rooms": 2, "min_kill": 0.3, "max_kill": 0.6}
+
+
+@pytest.mark.slow  # starts three server processes, several times
+@pytest.mark.timeout(120)
+async def test_nothing_a_client_received_is_lost_when_any_node_of_a_cluster_is_killed(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """Three nodes on one PostgreSQL database and Redis, each room's clients on all three;
+    a random node is SIGKILLed each round, its clients move to the others and carry on."""
+    seed = random.randrange(2**32)
+    options = crash.Options(rounds=4, seed=seed, db=postgres_url, redis=redis_url, **CLUSTER)
+    summary = await crash.run(options, tmp_path)
+    about = f"seed {seed}\n{summary.table()}"
+    assert summary.error is None, about
+    assert summary.kills == 4 and not summary.losses, about
+    assert summary.final_sync == "equal (2 rooms, on every node)", about
+    assert not summary.failed, about
+    for result in summary.rounds:
+        assert len(result.stopped) == 1 and result.checked_on not in result.stopped, about
+        assert not result.diverged, about
+        # Each node had two clients (one per room): the killed node's both moved.
+        assert result.moves == 2, about
+        for client in result.clients:
+            assert client.live_updates >= 5 and client.edits >= 5, about
+            assert client.verified == client.received, about
+    assert (
+        summary.rounds[-1].state_bytes["crash-test/room-0"]
+        > summary.rounds[0].state_bytes["crash-test/room-0"]
+    ), about
+
+
+@pytest.mark.slow  # starts three server processes, and restarts each
+@pytest.mark.timeout(120)
+async def test_a_rolling_restart_of_a_cluster_loses_nothing_and_leaves_no_room_diverged(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """SIGTERM each node in turn while clients type, waiting for its exit and restarting
+    it: its clients move on, and at the end every node holds the same rooms."""
+    seed = random.randrange(2**32)
+    options = crash.Options(
+        rounds=1, rolling=True, seed=seed, db=postgres_url, redis=redis_url, **CLUSTER
+    )
+    summary = await crash.run(options, tmp_path)
+    about = f"seed {seed}\n{summary.table()}"
+    assert summary.error is None and not summary.failed, about
+    (result,) = summary.rounds
+    assert result.stopped == ["n0", "n1", "n2"] and result.exit_codes == [0, 0, 0], about
+    assert not result.diverged and not result.lost, about
+    assert result.moves >= 6, about  # every node's clients moved at least once
+    assert summary.final_sync == "equal (2 rooms, on every node)", about
+    for client in result.clients:
+        assert client.live_updates >= 5 and client.verified == client.received, about
+
+
+def test_the_convergence_check_tells_apart_states_that_differ() -> None:
+    """Two nodes' states are equal for the check only if they hold the same structs,
+    deletions and content: one lacking an edit, or only a deletion, differs."""
+    rng = random.Random(3)
+    doc = pycrdt.Doc(client_id=1)
+    _edits(doc, 40, rng)
+    before = doc.get_update()
+    assert crash._fingerprint(before) == crash._fingerprint(doc.get_update())
+    other = pycrdt.Doc()
+    other.apply_update(before)
+    assert crash._fingerprint(other.get_update()) == crash._fingerprint(before)
+    _edits_of(doc, lambda: doc.get("content", type=pycrdt.Text).__delitem__(slice(0, 2)))
+    deleted = doc.get_update()
+    assert crash._fingerprint(deleted) != crash._fingerprint(before)
+    assert "lacks 0 struct ranges, 1 deletions" in crash._difference(
+        "room", "n1", before, "n0", deleted
+    )
 
 
 def _edits(doc: pycrdt.Doc[Any], count: int, rng: random.Random) -> list[bytes]:
