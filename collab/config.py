@@ -117,8 +117,10 @@ class Settings:
     )
     redis: str = _opt(
         "",
-        "Redis URL (redis://host:port/db) of the bus that servers sharing a PostgreSQL "
-        "database use to relay each other's updates at once (pip install 'collab[cluster]').",
+        "Redis URL (redis://host:port/db) of the cluster's bus: servers on one database "
+        "(PostgreSQL, or one SQLite file on one host) and one Redis are one cluster "
+        "(pip install 'collab[cluster]'). Document commands given it join the cluster "
+        "while they run.",
     )
     node_id: str = _opt("", "This server's name in its cluster (default: generated).")
     db_sync: SQLiteSync = _opt(
