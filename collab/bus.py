@@ -41,7 +41,7 @@ _STREAM_LENGTH = 10_000  # entries kept per document (approximately): a relay, n
 # does not keep one for every document ever edited (a server watching it goes on from
 # the new stream, whose entries come after).
 _STREAM_SECONDS = 600
-_OUTBOX_LIMIT = 100_000  # unpublished updates kept while Redis is away (the rest: gaps)
+_OUTBOX_LIMIT = 10_000  # unpublished updates kept while Redis is away (the rest: gaps)
 _HEARTBEAT_SECONDS = 1.0
 _GONE_SECONDS = 10.0  # a server not heard of for this long is gone
 _STALE_SECONDS = 30.0  # a remote client's state not renewed for this long (y-protocols)
