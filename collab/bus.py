@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -105,7 +106,11 @@ class Bus:
         self._pubsub = pubsub  # subscribed to the cluster's channel, or None (lost)
         self._prefix = prefix
         self._cluster = (prefix + "cluster").encode()
-        self._node = node_id.encode()
+        # What this process signs its messages with: the node id and a token of its
+        # own, so that two servers given one --node-id by mistake (or a node restarted
+        # while its old messages are still about) never take each other's messages for
+        # their own.
+        self._node = f"{node_id}/{secrets.token_hex(4)}".encode()
         self._watched: dict[str, Receiver] = {}
         self._positions: dict[str, bytes] = {}  # stream key -> last entry id read
         self._outbox: deque[tuple[str, int, bytes]] = deque()
