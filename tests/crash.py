@@ -39,6 +39,24 @@ a node that was not killed. With `--rolling` a round SIGTERMs each node in turn 
 for its exit, code 0, and restarting it) while clients type: the upgrade of a cluster.
 Rooms left diverged fail the run as losses do. Without `--db` the script makes a fresh
 PostgreSQL database for the run, dropped after a run that passed.
+
+With `--kill-redis` no node is touched: Redis is what dies, the failure the cluster must
+absorb without anyone noticing (docs/deployment.md: "Editing goes on on every server...
+Nobody reconnects").
+
+    python scripts/crash_test.py --nodes 3 --clients 6 --rooms 2 --rounds 20 --kill-redis
+
+The script runs a redis-server of its own on a free port (the machine's Redis is not
+its to kill). Each round, while the clients of every room type on every node, it is
+SIGKILLed at a random moment; the clients type on for a random while (`--min-down`,
+`--max-down`) and a new, empty redis-server starts on the same port. Besides losses and
+divergence as above, a round fails if a connection was closed (nobody may reconnect),
+if a node did not log "bus: Redis is back" within 2 s of the new Redis accepting
+connections, if the new Redis' stream of a room did not get updates from every node
+with clients of it (the relay resumed), or if, Redis being down longer than 2 s, a
+client received no edit made meanwhile by a client of another node (the nodes read each
+other's commits from the database). The delay from an edit on one node to its arrival
+at a client of another is reported for both paths, the database and the relay.
 """
 
 from __future__ import annotations
@@ -55,6 +73,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,7 +81,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -98,6 +117,15 @@ class Options:
     redis: str | None = None
     rolling: bool = False  # cluster: each round SIGTERMs every node in turn, no SIGKILL
     converge_timeout: float = 20.0  # for the nodes' states of each room to become equal
+    # Cluster, --kill-redis: the run's own redis-server is killed each round instead of a
+    # node, left down for min_down..max_down seconds, and started again empty.
+    kill_redis: bool = False
+    min_down: float = 1.0
+    max_down: float = 3.0
+    max_resume: float = 2.0  # new Redis accepting -> every node relays again (the promise)
+    # Down this long, every client must receive edits other nodes' clients made meanwhile:
+    # the nodes read the database each second (docs/deployment.md).
+    starved_after: float = 2.0
 
 
 # --- the server ------------------------------------------------------------------------
@@ -205,8 +233,108 @@ class ServerProcess:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def log_size(self) -> int:
+        """Where the log's next line will begin: what the server says from now on."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
 
-_LIVE: set[ServerProcess] = set()  # servers to kill at exit, however the script ends
+
+class RedisProcess:
+    """The run's own redis-server (`--kill-redis`), on a free port it keeps across
+    restarts, without persistence: each start is a new, empty Redis, as one restarted on
+    a host without its disk would be. Killed by its PID only: the machine's own Redis (and
+    any other) is not the harness's to touch.
+
+    Start it from the main thread (the parent-death signal follows the starting thread).
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "redis"  # where it would write, were persistence on
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "redis.log"
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process (not waiting for it to accept connections)."""
+        self.starts += 1
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== crash_test: start {self.starts} (port {self.port})\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        _LIVE.add(self)
+        return self.proc
+
+    async def start(self, timeout: float = 10.0) -> float:
+        """Start a new redis-server on the port; returns the monotonic time at which it
+        first accepted a connection (what the nodes' reconnection is measured from)."""
+        proc = self.spawn()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {proc.returncode}") from None
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise TimeoutError(f"redis-server not accepting within {timeout} s") from None
+                await asyncio.sleep(0.005)
+                continue
+            accepted = time.monotonic()
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            if proc.poll() is not None:  # someone else's on the port: not ours
+                raise RuntimeError(f"redis-server exited with {proc.returncode}")
+            return accepted
+
+    def kill(self) -> None:
+        """kill -9 of the redis-server, by its PID, and reap it (bounded)."""
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        _LIVE.discard(self)
+
+    async def stream_nodes(self, prefix: str, names: list[str]) -> dict[str, set[str]]:
+        """Room -> the node ids in its stream on this Redis: who published to it."""
+        import redis.asyncio as aioredis  # the cluster extra's
+
+        client = aioredis.Redis.from_url(self.url, protocol=2, socket_timeout=10)
+        try:
+            found = {}
+            for name in names:
+                entries: Any = await client.xrange(prefix + name)  # bytes, protocol 2
+                found[name] = {fields[b"node"].decode() for _, fields in entries}
+            return found
+        finally:
+            await client.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# Servers (and the run's redis-server) to kill at exit, however the script ends.
+_LIVE: set[ServerProcess | RedisProcess] = set()
 
 
 def kill_all_servers() -> None:
@@ -231,6 +359,7 @@ class RecordingClient(Client):
         super().__init__(url, name, doc=doc)
         self.room = name
         self.received: list[bytes] = []
+        self.arrived: list[float] = []  # when each of `received` came (monotonic)
         self.sync_updates = 0  # of the first sync: its SyncStep2 and any pieces before it
         self.live_updates = 0  # after it: other clients' edits, relayed by the server
         self.edits = 0  # local transactions
@@ -245,6 +374,7 @@ class RecordingClient(Client):
             if message.update == EMPTY_UPDATE:
                 return
             self.received.append(message.update)
+            self.arrived.append(time.monotonic())
             if first_sync:
                 self.sync_updates += 1
             else:
@@ -257,6 +387,7 @@ class RecordingClient(Client):
         received through any of its connections must survive."""
         successor = RecordingClient(url, self.room, doc=self.doc)
         successor.received = self.received
+        successor.arrived = self.arrived
         successor.sync_updates = self.sync_updates
         successor.live_updates = self.live_updates
         successor.edits = self.edits
@@ -464,6 +595,33 @@ class ClientResult:
 
 
 @dataclass
+class RedisRound:
+    """What a round of `--kill-redis` measured, beyond losses and divergence."""
+
+    down_seconds: float  # kill -9 -> the new redis-server accepts connections
+    resume_seconds: dict[str, float]  # node -> new Redis accepting -> "Redis is back"
+    # Client id -> live updates it received while Redis was down; and of those, the ones
+    # bringing an edit a client of another node made after the kill (so they came from
+    # the database).
+    down_updates: dict[int, int]
+    down_cross: dict[int, int]
+    # Edit on one node -> arrival on another, Redis down: at a node whose clients type
+    # (it reads the others' commits when its own commit's offset shows a gap), and at the
+    # quiet node, whose clients type nothing meanwhile (it reads the log each second).
+    down_delays: list[float]
+    quiet_delays: list[float]
+    relay_delays: list[float]  # the same for edits made once every node was back
+    closes: list[int | None]  # codes of connections that ended during the round: none
+    problems: list[str]  # why the round failed, beyond losses and divergence
+    quiet: str = ""  # the node whose clients typed nothing while Redis was down
+
+    @property
+    def resumed(self) -> float:
+        """Until the last node relayed again."""
+        return max(self.resume_seconds.values(), default=0.0)
+
+
+@dataclass
 class RoundResult:
     round: int
     kill_after: float  # seconds of editing after every client was busy
@@ -478,6 +636,7 @@ class RoundResult:
     converge_seconds: float = 0.0  # until every node's state of every room was equal
     diverged: list[str] = field(default_factory=list)  # rooms whose nodes still differ
     exit_codes: list[int] = field(default_factory=list)  # of the nodes SIGTERMed
+    redis: RedisRound | None = None  # a round that killed redis-server instead
 
     @property
     def lost(self) -> bool:
@@ -485,8 +644,10 @@ class RoundResult:
 
     @property
     def failed(self) -> bool:
-        """A loss, nodes left diverged, or a node that did not stop cleanly on SIGTERM."""
-        return self.lost or bool(self.diverged) or any(self.exit_codes)
+        """A loss, nodes left diverged, a node that did not stop cleanly on SIGTERM, or
+        Redis killed and something noticed it (a reconnect, a relay not resuming...)."""
+        problems = self.redis is not None and bool(self.redis.problems)
+        return self.lost or bool(self.diverged) or any(self.exit_codes) or problems
 
 
 def room_name(index: int) -> str:
@@ -693,6 +854,11 @@ class Seat:
     rng: random.Random
     moves: int = 0
     refused: int = 0
+    # (own clock before the edit, when): which edit of this doc an update carries, and
+    # how long after it was made it reached another client.
+    made: list[tuple[int, float]] = field(default_factory=list)
+    closes: list[int | None] = field(default_factory=list)  # codes of connections ended
+    paused: bool = False  # connected, typing nothing: its node only relays to it
 
 
 async def move(seat: Seat, cluster: Cluster) -> None:
@@ -725,8 +891,13 @@ async def keep_editing(seat: Seat, cluster: Cluster, max_pause: float) -> None:
     while True:
         client = seat.client
         if client.closed.is_set():
+            seat.closes.append(client.close_code)
             await move(seat, cluster)
             continue
+        if seat.paused:
+            await asyncio.sleep(0.01)
+            continue
+        seat.made.append((_state_clock(client.doc.get_state(), client.client_id), time.monotonic()))
         edit_once(client.doc, seat.rng)
         client.edits += 1
         await asyncio.sleep(seat.rng.uniform(0, max_pause))
@@ -906,6 +1077,206 @@ async def run_cluster_round(
         await _close_all([seat.client for seat in seats])
 
 
+async def _nodes_back(
+    cluster: Cluster, offsets: list[int], accepted_at: float, timeout: float
+) -> dict[str, float]:
+    """Node -> seconds from `accepted_at` until its log said "bus: Redis is back" (after
+    its offset): each server logs it when its bus reads Redis again. A node that did not
+    within `timeout` is missing."""
+    back: dict[str, float] = {}
+    deadline = accepted_at + timeout
+    while len(back) < len(cluster.nodes) and time.monotonic() < deadline:
+        for k, node in enumerate(cluster.nodes):
+            if f"n{k}" not in back and b"bus: Redis is back" in node._log_from(offsets[k]):
+                back[f"n{k}"] = time.monotonic() - accepted_at
+        await asyncio.sleep(0.01)
+    return back
+
+
+def _edits_carried(
+    update: bytes, made: dict[int, tuple[list[int], list[float]]]
+) -> tuple[float, float] | None:
+    """When the oldest and the newest edits of the seats in `made` that `update` carries
+    were made (None: it carries none of theirs, only other structs or deletions)."""
+    found: list[float] = []
+    for client, spans in update_ranges(update)[0].items():
+        if client not in made:
+            continue
+        clocks, times = made[client]
+        for start, end in spans:
+            # The edits that made the span's first and last clocks: the last ones begun
+            # at or below its start, and below its end.
+            first = bisect.bisect_right(clocks, start) - 1
+            last = bisect.bisect_left(clocks, end) - 1
+            found += [times[index] for index in (first, last) if index >= 0]
+    return (min(found), max(found)) if found else None
+
+
+def _cross_node(
+    seats: list[Seat], killed_at: float, accepted_at: float, back_at: float, quiet: int
+) -> tuple[dict[int, int], dict[int, int], list[float], list[float], list[float]]:
+    """From the arrival times of what each client received and the times of every
+    seat's edits: (client id -> live updates received while Redis was down; -> of those,
+    the ones bringing an edit another node's client made after the kill, which only the
+    database can have brought; the delays of those, edit to arrival, at busy nodes and at
+    the `quiet` one; the delays of cross-node edits made once every node was back on
+    Redis, which the relay brings)."""
+    down_updates: dict[int, int] = {}
+    down_cross: dict[int, int] = {}
+    down_delays: list[float] = []
+    quiet_delays: list[float] = []
+    relay_delays: list[float] = []
+    for seat in seats:
+        client = seat.client
+        others = {
+            other.client.client_id: ([c for c, _ in other.made], [t for _, t in other.made])
+            for other in seats
+            if other.client.room == client.room and other.node != seat.node
+        }
+        down_updates[client.client_id] = down_cross[client.client_id] = 0
+        for update, arrived in zip(client.received, client.arrived, strict=True):
+            if arrived < killed_at:
+                continue
+            # The delay of an update is that of the oldest edit it brings.
+            made = _edits_carried(update, others)
+            if arrived <= accepted_at:
+                down_updates[client.client_id] += 1
+                if made is not None and made[1] > killed_at:
+                    down_cross[client.client_id] += 1
+                    delays = quiet_delays if seat.node == quiet else down_delays
+                    delays.append(arrived - made[0])
+            elif made is not None and made[0] > back_at:
+                relay_delays.append(arrived - made[0])
+    return down_updates, down_cross, down_delays, quiet_delays, relay_delays
+
+
+async def run_redis_round(
+    cluster: Cluster,
+    redis: RedisProcess,
+    number: int,
+    options: Options,
+    rng: random.Random,
+    used_ids: set[int],
+    evidence: Path | None = None,
+) -> RoundResult:
+    """One round of `--kill-redis`: clients of every room spread over the nodes edit;
+    redis-server is SIGKILLed at a random moment, they type on with Redis down for a
+    random while, and a new, empty redis-server starts on its port while they type. The
+    nodes must converge, everything any client received must be in a node's state, and
+    nothing of it may show to the clients but a delay: no connection ends, the nodes read
+    each other's commits from the database while Redis is down, and every node relays
+    through the new Redis soon after it accepts connections. Every node serves and Redis
+    answers on return."""
+    from collab.bus import key_prefix  # the cluster extra's
+
+    assert options.db is not None
+    count = len(cluster.nodes)
+    shift = rng.randrange(count)
+    seats = []
+    for i in range(options.clients):
+        doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=_new_client_id(rng, used_ids))
+        node = (i // options.rooms + shift) % count
+        client = RecordingClient(cluster.nodes[node].url, room_name(i % options.rooms), doc=doc)
+        seats.append(Seat(client, node, random.Random(rng.random())))
+    sharing = [s for s in seats if sum(o.client.room == s.client.room for o in seats) > 1]
+    editors: list[asyncio.Task[None]] = []
+    try:
+        refused = sum(await asyncio.gather(*(connect(s.client) for s in seats)))
+        editors = [asyncio.create_task(keep_editing(s, cluster, options.max_pause)) for s in seats]
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(seat.client.live.wait() for seat in sharing))
+        kill_after = rng.uniform(options.min_kill, options.max_kill)
+        await asyncio.sleep(kill_after)
+        # A node that commits learns of the others' commits by the gap in its offsets;
+        # one whose clients only read learns of them only by reading the log each second:
+        # that is what the quiet node's clients see.
+        quiet = rng.randrange(count)
+        for seat in seats:
+            seat.paused = seat.node == quiet
+        offsets = [node.log_size() for node in cluster.nodes]
+        killed_at = time.monotonic()
+        redis.kill()
+        await asyncio.sleep(rng.uniform(options.min_down, options.max_down))
+        accepted_at = await redis.start()
+        for seat in seats:
+            seat.paused = False
+        down_seconds = accepted_at - killed_at
+        back = await _nodes_back(cluster, offsets, accepted_at, timeout=10.0)
+        back_at = accepted_at + max(back.values(), default=0.0)
+        # The relay carries the edits again: type on a while to see it.
+        await asyncio.sleep(rng.uniform(0.5, 1.0))
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
+        names = [room_name(index) for index in range(options.rooms)]
+        published = await redis.stream_nodes(key_prefix(str(options.db)), names)
+        clients = [seat.client for seat in seats]
+        await _close_all(clients)  # each sends what it has queued first
+        by_room, converge_seconds, diverged = await converge(cluster, options)
+        checked_on = f"n{rng.randrange(count)}"  # no node was stopped: any of them
+        states = {name: ServerState(by_node[checked_on]) for name, by_node in by_room.items()}
+        down_updates, down_cross, down_delays, quiet_delays, relay_delays = _cross_node(
+            seats, killed_at, accepted_at, back_at, quiet
+        )
+        closes = [code for seat in seats for code in seat.closes]
+        problems = []
+        if closes:
+            problems.append(f"{len(closes)} connections ended (close codes {closes}): reconnects")
+        for k in range(count):
+            if f"n{k}" not in back:
+                problems.append(f'n{k} did not log "bus: Redis is back" within 10 s')
+        slow = {node: seconds for node, seconds in back.items() if seconds > options.max_resume}
+        if slow:
+            problems.append(f"relay resumed after more than {options.max_resume} s: {slow}")
+        for name in names:
+            expected = {f"n{seat.node}" for seat in seats if seat.client.room == name}
+            if missing := sorted(expected - published[name]):
+                problems.append(f"{name}: the new Redis' stream has no update of {missing}")
+        if down_seconds > options.starved_after:
+            for seat in seats:
+                cross = any(
+                    o.client.room == seat.client.room and o.node != seat.node for o in seats
+                )
+                if cross and not down_cross[seat.client.client_id]:
+                    problems.append(
+                        f"client {seat.client.client_id} on n{seat.node} in {seat.client.room}:"
+                        f" none of the other nodes' edits in the {down_seconds:.1f} s Redis "
+                        f"was down ({down_updates[seat.client.client_id]} updates received)"
+                    )
+        result = RoundResult(
+            number,
+            kill_after,
+            down_seconds,
+            [check_client(number, client, states[client.room]) for client in clients],
+            {name: len(state.state) for name, state in states.items()},
+            refused + sum(seat.refused for seat in seats),
+            checked_on=checked_on,
+            moves=sum(seat.moves for seat in seats),
+            converge_seconds=converge_seconds,
+            diverged=diverged,
+            redis=RedisRound(
+                down_seconds,
+                back,
+                down_updates,
+                down_cross,
+                down_delays,
+                quiet_delays,
+                relay_delays,
+                closes,
+                problems,
+                quiet=f"n{quiet}",
+            ),
+        )
+        if result.failed and evidence is not None:
+            save_evidence(evidence, result, clients, states, by_room)
+        return result
+    finally:
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
+        await _close_all([seat.client for seat in seats])
+
+
 # --- the whole run -----------------------------------------------------------------------
 
 
@@ -933,8 +1304,9 @@ class Summary:
 
     @property
     def kills(self) -> int:
-        """Servers killed (or, in a rolling restart, stopped)."""
-        if self.options.nodes > 1:
+        """Servers killed (or, in a rolling restart, stopped; with `kill_redis`, the
+        redis-servers killed)."""
+        if self.options.nodes > 1 and not self.options.kill_redis:
             return sum(len(result.stopped) for result in self.rounds)
         return len(self.rounds)
 
@@ -968,6 +1340,8 @@ class Summary:
             per_node = ", ".join(f"{n} {stopped.count(n)}" for n in sorted(set(stopped)))
             how = "node stops (SIGTERM)" if self.options.rolling else "node kills (SIGKILL)"
             kills = (how, f"{self.kills} ({per_node})")
+            if self.options.kill_redis:
+                kills = ("redis-server kills (kill -9), restarted empty", str(self.kills))
         figures = [
             ("seed", str(self.seed)),
             ("rounds", f"{len(self.rounds)} of {self.options.rounds}"),
@@ -1029,11 +1403,67 @@ class Summary:
             if self.options.rolling:
                 codes = [code for result in self.rounds for code in result.exit_codes]
                 figures.insert(7, ("exit codes after SIGTERM", _counts(codes)))
+            if self.options.kill_redis:
+                figures[3] = (
+                    "nodes",
+                    f"{self.options.nodes}, one PostgreSQL database, a redis-server of the run's",
+                )
+                figures[4] = (
+                    "RECONNECTS (connections that ended)",
+                    str(sum(len(r.redis.closes) for r in self.rounds if r.redis)),
+                )
+                at = next(i for i, (name, _) in enumerate(figures) if name.startswith("SIGKILL"))
+                figures[at : at + 1] = self._redis_figures()
         return figures
+
+    def _redis_figures(self) -> list[tuple[str, str]]:
+        """What the rounds that killed redis-server measured."""
+        measured = [result.redis for result in self.rounds if result.redis is not None]
+        down = [m.down_seconds for m in measured] or [0.0]
+        resumed = [m.resumed for m in measured] or [0.0]
+        during = [n for m in measured for n in m.down_updates.values()] or [0]
+        cross = [n for m in measured for n in m.down_cross.values()] or [0]
+        problems = [problem for m in measured for problem in m.problems]
+        limit = self.options.max_resume
+
+        def spread(values: list[int]) -> str:
+            return f"min {min(values)}, median {statistics.median(values):g}, max {max(values)}"
+
+        def delays(values: list[float]) -> str:
+            if not values:
+                return "-"
+            median, top = statistics.median(values), max(values)
+            return f"{1000 * median:.0f} / {1000 * top:.0f} ms ({len(values)} updates)"
+
+        return [
+            (
+                "Redis down (kill -9 -> new one accepts), avg / max",
+                f"{statistics.mean(down):.2f} / {max(down):.2f} s",
+            ),
+            ("live updates per client while Redis was down", spread(during)),
+            ("... other nodes' edits made meanwhile (database)", spread(cross)),
+            (
+                "edit -> other node's client, Redis down, median / max",
+                delays([d for m in measured for d in m.down_delays]),
+            ),
+            (
+                "... to a node whose clients only read, median / max",
+                delays([d for m in measured for d in m.quiet_delays]),
+            ),
+            (
+                f"relay resumed (new Redis -> all nodes), avg / max (<= {limit:g} s)",
+                f"{1000 * statistics.mean(resumed):.0f} / {1000 * max(resumed):.0f} ms",
+            ),
+            (
+                "edit -> other node's client, relay again, median / max",
+                delays([d for m in measured for d in m.relay_delays]),
+            ),
+            ("ROUND PROBLEMS (starved, relay, reconnects)", str(len(problems))),
+        ]
 
     def _clients_per_round(self) -> str:
         clients, rooms = self.options.clients, self.options.rooms
-        if self.options.nodes == 1:
+        if self.options.nodes == 1 or self.options.kill_redis:
             return f"{clients} / {rooms}"
         return f"{clients}, + {rooms} joining each restarted node / {rooms}"
 
@@ -1116,16 +1546,27 @@ async def run_cluster(
     stop_on_loss: bool,
     progress: bool = False,
 ) -> Summary:
-    """`run` on a cluster of `options.nodes` nodes."""
-    cluster = Cluster(options, workdir, extra + options.server_args)
+    """`run` on a cluster of `options.nodes` nodes (with `kill_redis`, on a redis-server
+    of the run's own, which the rounds kill)."""
+    redis = RedisProcess(workdir) if options.kill_redis else None
+    cluster: Cluster | None = None
     started = time.monotonic()
     try:
+        if redis is not None:
+            await redis.start()
+            options = replace(options, redis=redis.url)
+        cluster = Cluster(options, workdir, extra + options.server_args)
         await cluster.start()
         for number in range(1, options.rounds + 1):
             async with asyncio.timeout(options.round_timeout):
-                result = await run_cluster_round(
-                    cluster, number, options, rng, used_ids, workdir / "evidence"
-                )
+                if redis is not None:
+                    result = await run_redis_round(
+                        cluster, redis, number, options, rng, used_ids, workdir / "evidence"
+                    )
+                else:
+                    result = await run_cluster_round(
+                        cluster, number, options, rng, used_ids, workdir / "evidence"
+                    )
             summary.rounds.append(result)
             if progress:
                 _print_round(result)
@@ -1140,7 +1581,10 @@ async def run_cluster(
         summary.error = f"round {len(summary.rounds) + 1}: {type(exc).__name__}: {exc}"
         summary.error += "\n" + "".join(traceback.format_exception(exc)[-6:])
     finally:
-        cluster.kill()
+        if cluster is not None:
+            cluster.kill()
+        if redis is not None:
+            redis.kill()
         summary.seconds = time.monotonic() - started
     return summary
 
@@ -1167,7 +1611,25 @@ async def final_sync_check(server: ServerProcess, options: Options) -> str:
 def _print_round(result: RoundResult) -> None:
     live = [client.live_updates for client in result.clients]
     verdict = "LOSS" if result.lost else "ok"
-    if result.stopped:  # a cluster's
+    if result.redis is not None:  # a round that killed redis-server
+        measured = result.redis
+        verdict = "DIVERGED" if result.diverged and not result.lost else verdict
+        verdict = "FAILED" if measured.problems and verdict == "ok" else verdict
+        cross = list(measured.down_cross.values())
+        print(
+            f"round {result.round:4d}: redis killed {result.kill_after:.2f} s after busy, "
+            f"down {measured.down_seconds:.2f} s (received {min(cross)}-{max(cross)} other "
+            f"nodes' edits per client; {measured.quiet} quiet), relay back in "
+            f"{1000 * measured.resumed:4.0f} ms, "
+            f"{len(measured.closes)} reconnects, equal in "
+            f"{1000 * result.converge_seconds:4.0f} ms, received "
+            f"{sum(c.received for c in result.clients):5d} (live {min(live)}-{max(live)} per "
+            f"client), checked on {result.checked_on}, {verdict}",
+            flush=True,
+        )
+        for line in [*result.diverged, *measured.problems]:
+            print(f"  {line}", flush=True)
+    elif result.stopped:  # a cluster's
         verdict = "DIVERGED" if result.diverged and not result.lost else verdict
         if any(result.exit_codes):
             verdict += f", exit codes {result.exit_codes}"
@@ -1242,6 +1704,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         help="cluster: each round SIGTERMs and restarts every node in turn instead",
     )
     parser.add_argument(
+        "--kill-redis",
+        action="store_true",
+        help="cluster: each round kill -9 a redis-server of the run's own (on a free port) "
+        "instead of a node, and start a new, empty one on its port while clients type",
+    )
+    parser.add_argument(
+        "--min-down",
+        type=float,
+        default=defaults.min_down,
+        metavar="S",
+        help="--kill-redis: shortest time Redis stays down",
+    )
+    parser.add_argument("--max-down", type=float, default=defaults.max_down, metavar="S")
+    parser.add_argument(
         "--db",
         metavar="URL",
         help="the database (used as it is; a cluster's is a postgresql:// URL). Default: "
@@ -1252,7 +1728,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         "--redis",
         metavar="URL",
         default=REDIS_URL,
-        help="cluster: the bus's Redis (default %(default)s, $COLLAB_TEST_REDIS)",
+        help="cluster: the bus's Redis (default %(default)s, $COLLAB_TEST_REDIS); not with "
+        "--kill-redis, which runs its own",
     )
     parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the directory after success")
@@ -1265,6 +1742,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         parser.error("need 0 <= --min-kill <= --max-kill")
     if args.nodes < 1 or (args.rolling and args.nodes < 2):
         parser.error("need --nodes >= 1, and >= 2 with --rolling")
+    if args.kill_redis and (args.nodes < 2 or args.rolling):
+        parser.error("--kill-redis needs --nodes >= 2, and kills no node: not with --rolling")
+    if not 0 <= args.min_down <= args.max_down:
+        parser.error("need 0 <= --min-down <= --max-down")
     if args.nodes > 1 and args.db and not args.db.startswith("postgresql://"):
         parser.error("the nodes of a cluster share a PostgreSQL database: --db postgresql://...")
     options = Options(
@@ -1279,8 +1760,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         server_args=args.server_arg,
         nodes=args.nodes,
         db=args.db,
-        redis=args.redis if args.nodes > 1 else None,
+        redis=args.redis if args.nodes > 1 and not args.kill_redis else None,
         rolling=args.rolling,
+        kill_redis=args.kill_redis,
+        min_down=args.min_down,
+        max_down=args.max_down,
     )
     return options, args
 
@@ -1326,7 +1810,10 @@ def main(argv: list[str] | None = None) -> int:
     made_db = None
     if options.nodes > 1 and options.db is None:
         made_db = options.db = asyncio.run(create_database(POSTGRES_ADMIN_URL))
-        print(f"cluster of {options.nodes} on {made_db}, bus {options.redis}", flush=True)
+        bus = (
+            "a redis-server of its own, killed each round" if options.kill_redis else options.redis
+        )
+        print(f"cluster of {options.nodes} on {made_db}, bus {bus}", flush=True)
     seed = options.seed if options.seed is not None else random.randrange(2**32)
     summary = Summary(options, seed, workdir)
     started = time.monotonic()
@@ -1350,6 +1837,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = summary.failed
     if failed or args.keep or args.workdir:
         logs = "server-n*.log" if options.nodes > 1 else "crash.db, server.log"
+        logs += ", redis.log" if options.kill_redis else ""
         print(f"kept: {workdir} ({logs}, evidence/)")
         if made_db:
             print(f"kept: {made_db}")
