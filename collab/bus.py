@@ -1,16 +1,21 @@
-"""Bus: tells a server, over Redis, what the other servers of its cluster committed to
-the documents it has loaded, so it can relay it to its own clients at once.
+"""Bus: tells a server, over Redis pub/sub, what the other servers of its cluster committed
+to the documents it has loaded, so it can relay it to its own clients at once; and the
+rest they must tell each other.
 
 The database stays the system of record: an update reaches the bus only after its
 commit, with its offset, and a server that misses one finds the gap in the offsets and
-reads it from the database (collab/journal.py). One Redis stream per document, trimmed by
-length: a relay, not a store. Only documents a server has loaded are read.
+reads it from the database (collab/journal.py). So the relay may be at most once, and is:
+one pub/sub channel per document, which only the servers that have it loaded subscribe
+to (a server does nothing for the others' documents). Whenever a server's subscription
+was lost, it reads its documents' logs from the database, every second until Redis is
+back and once more then, so nothing published meanwhile is missed.
 
-What must not cost a commit goes over pub/sub, at most once: presence (one channel per
-loaded document; a server that loads one asks the others for their clients' states), and
-on one channel for the cluster, heartbeats (a server not heard of for 10 s is gone: its
-clients' states are dropped everywhere), deletions and revocations. States of other
-servers' clients not renewed for 30 s are dropped too, which also repairs lost messages.
+The same channel carries presence (a server that loads a document asks the others for
+their clients' states), and one channel for the cluster carries heartbeats (a server not
+heard of for 10 s is gone: its clients' states are dropped everywhere), deletions and
+revocations. States of other servers' clients not renewed for 30 s are dropped too,
+which also repairs lost messages. A key per document says which server takes its
+automatic versions (a lease).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,17 +37,11 @@ from collab.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-_BLOCK_MS = 1000  # how long one read waits for news
-_SOCKET_SECONDS = 5.0  # above the block time: a blocking read is not a dead socket
+_SOCKET_SECONDS = 5.0  # a command (or a subscription's confirmation) that takes longer failed
 _RETRY_SECONDS = 0.5  # after a failure to publish
 # While Redis is away, how often the database is read instead; also how soon after Redis
 # is back the relay resumes.
 _POLL_SECONDS = 1.0
-_STREAM_LENGTH = 10_000  # entries kept per document (approximately): a relay, not the log
-# A document's stream goes when nobody has written to it for this long, so that Redis
-# does not keep one for every document ever edited (a server watching it goes on from
-# the new stream, whose entries come after).
-_STREAM_SECONDS = 600
 _OUTBOX_LIMIT = 10_000  # unpublished updates kept while Redis is away (the rest: gaps)
 _HEARTBEAT_SECONDS = 1.0
 _GONE_SECONDS = 10.0  # a server not heard of for this long is gone
@@ -57,9 +57,40 @@ end
 return 0
 """
 
-# The first byte of a pub/sub message; then the sender's node id, NUL, the payload.
-_STATES, _QUERY = b"s", b"q"  # on a document's presence channel
+# The first byte of a message; then the sender's signature, NUL, the payload.
+_UPDATES, _STATES, _QUERY = b"u", b"s", b"q"  # on a document's channel
 _ALIVE, _DELETED, _REVOKED = b"h", b"d", b"r"  # on the cluster's channel
+_HEADER = struct.Struct(">QI")  # updates: the first one's offset, how many
+_LENGTH = struct.Struct(">I")
+
+
+def encode_updates(first: int, updates: list[bytes]) -> bytes:
+    """Updates committed at offsets first, first + 1..., as one message payload."""
+    parts = [_HEADER.pack(first, len(updates))]
+    for update in updates:
+        parts += (_LENGTH.pack(len(update)), update)
+    return b"".join(parts)
+
+
+def decode_updates(payload: bytes) -> list[tuple[int, bytes]]:
+    """The (offset, update) pairs of `encode_updates`' payload.
+
+    Raises:
+        ValueError: it is not one.
+    """
+    try:
+        first, count = _HEADER.unpack_from(payload)
+        at, found = _HEADER.size, []
+        for offset in range(first, first + count):
+            (length,) = _LENGTH.unpack_from(payload, at)
+            at += _LENGTH.size
+            found.append((offset, payload[at : at + length]))
+            at += length
+    except struct.error as exc:
+        raise ValueError(f"not an updates message: {exc}") from exc
+    if at != len(payload):
+        raise ValueError("not an updates message: its lengths do not add up")
+    return found
 
 
 class Receiver(Protocol):
@@ -68,13 +99,14 @@ class Receiver(Protocol):
 
     name: str
 
-    def receive_committed(self, update: bytes, offset: int) -> None:
-        """Apply and relay an update committed elsewhere (one it holds is ignored)."""
+    def receive_committed(self, updates: list[tuple[int, bytes]]) -> None:
+        """Apply and relay updates committed elsewhere, with their offsets (those it
+        holds are ignored)."""
         ...
 
     async def read_log(self) -> None:
         """Read from the database whatever the log has that the room lacks: what the
-        bus may have missed (Redis was away, or lost its content)."""
+        bus may have missed (Redis was away)."""
         ...
 
     def receive_presence(self, server: str, frame: bytes, now: float) -> None:
@@ -91,36 +123,37 @@ class Receiver(Protocol):
 
 
 def key_prefix(db: str) -> str:
-    """The prefix of one cluster's keys: the servers that share a database share it, and
-    two clusters on one Redis never mix."""
+    """The prefix of one cluster's keys and channels: the servers that share a database
+    share it, and two clusters on one Redis never mix."""
     return "collab:" + hashlib.sha256(db.encode()).hexdigest()[:12] + ":"
 
 
 class Bus:
     """One server's side of the bus. Create with `await Bus.open(...)`."""
 
-    def __init__(self, client: Any, reader: Any, pubsub: Any, node_id: str, prefix: str) -> None:
+    def __init__(self, client: Any, pubsub: Any, node_id: str, prefix: str) -> None:
         self.node_id = node_id
         self._client = client
-        self._reader = reader
-        self._pubsub = pubsub  # subscribed to the cluster's channel, or None (lost)
+        self._pubsub = pubsub  # subscribed, or None while Redis is away
         self._prefix = prefix
         self._cluster = (prefix + "cluster").encode()
+        self._doc_channels = (prefix + "doc:").encode()
         # What this process signs its messages with: the node id and a token of its
         # own, so that two servers given one --node-id by mistake (or a node restarted
         # while its old messages are still about) never take each other's messages for
         # their own.
         self._node = f"{node_id}/{secrets.token_hex(4)}".encode()
+        self._signature = self._node + b"\0"
         self._watched: dict[str, Receiver] = {}
-        self._positions: dict[str, bytes] = {}  # stream key -> last entry id read
-        self._outbox: deque[tuple[str, int, bytes]] = deque()
-        self._signals: deque[tuple[bytes, bytes]] = deque()  # pub/sub: channel, message
+        self._confirming: dict[bytes, asyncio.Future[None]] = {}  # channel -> subscribed
+        # Messages to publish: channel, message, and whether to keep it for another try.
+        self._outbox: deque[tuple[bytes, bytes, bool]] = deque()
         self._heard: dict[bytes, float] = {}  # other servers: when last heard of
         self._unwatched = False  # documents unwatched since the listener last looked
         self._wakeup = asyncio.Event()
-        self._news = asyncio.Event()
         self._closing = False
-        self.connected = True  # whether reading from Redis works (else the database is)
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self.connected = True  # whether the subscription holds (else the database is read)
         # What to do when another server deleted a document, or stored a revocation;
         # and when pub/sub was lost, so that some of those may have been missed.
         self.on_deleted: Callable[[str], None] | None = None
@@ -128,7 +161,6 @@ class Bus:
         self.on_missed: list[Callable[[], None]] = []
         self._tasks = [
             asyncio.create_task(self._publish_forever(), name="bus publisher"),
-            asyncio.create_task(self._read_forever(), name="bus reader"),
             asyncio.create_task(self._listen_forever(), name="bus listener"),
             asyncio.create_task(self._beat_forever(), name="bus heartbeat"),
         ]
@@ -137,150 +169,157 @@ class Bus:
     async def open(cls, url: str, node_id: str, prefix: str) -> Bus:
         """Raises: StoreError: Redis does not answer."""
         client = aioredis.Redis.from_url(url, protocol=2, socket_timeout=_SOCKET_SECONDS)
-        # A blocking read gets a connection of its own, and so does pub/sub.
-        reader = aioredis.Redis.from_url(url, protocol=2, socket_timeout=_SOCKET_SECONDS)
         try:
             await client.ping()
-            pubsub = client.pubsub()
+            pubsub = client.pubsub()  # a connection of its own
             await pubsub.subscribe(prefix + "cluster")
         except (RedisError, OSError) as exc:
             await client.aclose()
-            await reader.aclose()
             raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
-        return cls(client, reader, pubsub, node_id, prefix)
+        return cls(client, pubsub, node_id, prefix)
+
+    def _channel(self, doc: str) -> bytes:
+        return self._doc_channels + doc.encode()
 
     # --- publishing: after the commit, never before
 
     def publish(self, doc: str, first: int, updates: list[bytes]) -> None:
         """Tell the other servers of updates committed at offsets first, first + 1..."""
-        for offset, update in enumerate(updates, first):
-            self._outbox.append((doc, offset, update))
-        self._wakeup.set()
+        self._send(self._channel(doc), _UPDATES, encode_updates(first, updates), keep=True)
 
     def publish_presence(self, doc: str, frame: bytes) -> None:
         """Tell the other servers of presence news of this server's clients of `doc`."""
-        self._signal(self._presence_channel(doc), _STATES, frame)
+        self._send(self._channel(doc), _STATES, frame)
 
     def publish_deleted(self, doc: str) -> None:
         """Tell the other servers that `doc` is deleted (they close its clients)."""
-        self._signal(self._cluster, _DELETED, doc.encode())
+        self._send(self._cluster, _DELETED, doc.encode())
 
     def publish_revoked(self) -> None:
         """Tell the other servers a revocation was just stored (they read and apply
         it)."""
-        self._signal(self._cluster, _REVOKED, b"")
+        self._send(self._cluster, _REVOKED, b"")
 
-    def _signal(self, channel: bytes, kind: bytes, payload: bytes) -> None:
-        self._signals.append((channel, kind + self._node + b"\0" + payload))
+    def _send(self, channel: bytes, kind: bytes, payload: bytes, *, keep: bool = False) -> None:
+        self._outbox.append((channel, kind + self._signature + payload, keep))
         self._wakeup.set()
 
-    def _presence_channel(self, doc: str) -> bytes:
-        return (self._prefix + "presence:" + doc).encode()
-
     async def _publish_forever(self) -> None:
-        while not self._closing or self._outbox or self._signals:
-            if not self._outbox and not self._signals:
+        while not self._closing or self._outbox:
+            if not self._outbox:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch, signals = list(self._outbox), list(self._signals)
+            batch = list(self._outbox)
             self._outbox.clear()
-            self._signals.clear()
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for doc, offset, update in batch:
-                        pipe.xadd(
-                            self._prefix + doc,
-                            {"node": self._node, "offset": offset, "update": update},
-                            maxlen=_STREAM_LENGTH,
-                            approximate=True,
-                        )
-                    for doc in {doc for doc, _, _ in batch}:
-                        pipe.expire(self._prefix + doc, _STREAM_SECONDS)
-                    for channel, message in signals:
+                    for channel, message, _ in batch:
                         pipe.publish(channel, message)
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 if self._closing:
                     return  # the others read it from the database
-                # Kept to be sent once Redis is back: a server that has heard of nothing
-                # newer would otherwise not look for it. Past the limit the oldest go:
-                # others find those as gaps in the offsets, read from the database.
-                # (Signals are not kept: presence is renewed, the rest is read again.)
-                self._outbox.extendleft(reversed(batch))
+                # Updates are kept to be sent once Redis is back: a server that hears of
+                # nothing newer would not look for them. Past the limit the oldest go
+                # (found as gaps, read from the database). The rest is renewed or read
+                # again anyway.
+                kept = [message for message in batch if message[2]]
+                self._outbox.extendleft(reversed(kept))
                 while len(self._outbox) > _OUTBOX_LIMIT:
                     self._outbox.popleft()
-                log.warning("bus: %d updates not published yet: %s", len(self._outbox), exc)
+                log.warning("bus: %d messages not published yet: %s", len(self._outbox), exc)
                 await asyncio.sleep(_RETRY_SECONDS)
 
-    # --- reading: only the documents loaded here
+    # --- listening: only to the documents loaded here
 
     async def watch(self, room: Receiver) -> None:
         """Relay other servers' updates and presence of `room` to it from now on, and
         ask them for their clients' states. Whatever was committed before this returns
         the caller reads from the database."""
-        key = self._prefix + room.name
-        channel = self._presence_channel(room.name)
-        try:
-            last = await self._client.xrevrange(key, count=1)
-            if self._pubsub is not None:
-                await self._pubsub.subscribe(channel)
-        except (RedisError, OSError) as exc:
-            log.warning("bus: %s: cannot read the stream's end, reading all: %s", room.name, exc)
-            last = []
-        self._positions[key] = last[0][0] if last else b"0-0"
+        channel = self._channel(room.name)
         self._watched[room.name] = room
-        self._signal(channel, _QUERY, b"")
-        self._news.set()
+        if self._pubsub is not None:
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirming[channel] = confirmed
+            try:
+                await self._pubsub.subscribe(channel)
+                # Until Redis confirms, a message published meanwhile may not reach us.
+                await asyncio.wait_for(asyncio.shield(confirmed), _SOCKET_SECONDS)
+            except (RedisError, OSError, TimeoutError) as exc:
+                # The subscription is made again (and the log read) once Redis answers.
+                log.warning("bus: %s: cannot subscribe: %s", room.name, exc)
+            finally:
+                self._confirming.pop(channel, None)
+        self._send(channel, _QUERY, b"")
 
     def unwatch(self, name: str) -> None:
         self._watched.pop(name, None)
-        self._positions.pop(self._prefix + name, None)
         # Unsubscribed by the listener; what comes meanwhile is for no room.
         self._unwatched = True
 
-    async def _read_forever(self) -> None:
+    async def _listen_forever(self) -> None:
         while not self._closing:
-            if not self._positions:
-                self._news.clear()
-                await self._news.wait()
+            if self._pubsub is None:
+                await self._resubscribe()
                 continue
             try:
-                if not self.connected:
-                    await self._reconnect()
-                found = await self._reader.xread(dict(self._positions), block=_BLOCK_MS)
+                await self._drop_unwatched()
+                message = await self._pubsub.get_message(timeout=_HEARTBEAT_SECONDS)
             except (RedisError, OSError) as exc:
                 if self._closing:
                     return
-                if self.connected:
-                    self.connected = False
-                    log.warning(
-                        "bus: Redis is away (%s); reading the database every %.0f s until "
-                        "it is back",
-                        exc,
-                        _POLL_SECONDS,
-                    )
-                await self._read_logs()
-                await asyncio.sleep(_POLL_SECONDS)
+                self._lost(exc)
                 continue
-            for key, entries in found or ():
-                self._deliver(key, entries)
+            if message is None:
+                continue
+            if message["type"] == "message":
+                self._hear(message["channel"], message["data"])
+            elif message["type"] == "subscribe":
+                if confirmed := self._confirming.get(message["channel"]):
+                    confirmed.set_result(None)
 
-    async def _reconnect(self) -> None:
-        """Redis answers again: go on from each stream's end as it is now (its content
-        may be gone, a restarted Redis keeps nothing), and read what was committed
-        meanwhile from the database."""
-        ends = {}
-        for name in list(self._watched):
-            key = self._prefix + name
-            last = await self._client.xrevrange(key, count=1)
-            ends[key] = last[0][0] if last else b"0-0"
-        for key, end in ends.items():
-            if key in self._positions:
-                self._positions[key] = end
-        self.connected = True
-        log.warning("bus: Redis is back; relaying again")
+    def _lost(self, exc: BaseException) -> None:
+        if self.connected:
+            self.connected = False
+            log.warning(
+                "bus: Redis is away (%s); reading the database every %.0f s until it is back",
+                exc,
+                _POLL_SECONDS,
+            )
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            self._spawn_close(pubsub)
+
+    async def _resubscribe(self) -> None:
+        """Subscribe again (Redis was away, maybe restarted), and read what was
+        committed meanwhile from the database: while it fails, every second."""
+        pubsub = self._client.pubsub()
+        try:
+            channels = [self._cluster, *(self._channel(name) for name in self._watched)]
+            await pubsub.subscribe(*channels)
+            while added := [
+                self._channel(n) for n in self._watched if self._channel(n) not in channels
+            ]:
+                await pubsub.subscribe(*added)  # rooms loaded meanwhile
+                channels += added
+        except (RedisError, OSError) as exc:
+            self._spawn_close(pubsub)
+            self._lost(exc)
+            await self._read_logs()
+            await asyncio.sleep(_POLL_SECONDS)
+            return
+        self._pubsub = pubsub
+        if not self.connected:
+            self.connected = True
+            log.warning("bus: Redis is back; relaying again")
+        # What may have been missed: committed updates (read from the log), presence
+        # (asked for again), revocations and deletions (the hooks look again).
         await self._read_logs()
+        for name in self._watched:
+            self._send(self._channel(name), _QUERY, b"")
+        for look_again in self.on_missed:
+            look_again()
 
     async def _read_logs(self) -> None:
         for room in list(self._watched.values()):
@@ -289,17 +328,53 @@ class Bus:
             except StoreError as exc:
                 log.error("bus: %s: cannot read the log: %s", room.name, exc)
 
-    def _deliver(self, key: bytes | str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        name = (key.decode() if isinstance(key, bytes) else key)[len(self._prefix) :]
-        stream = self._prefix + name
-        if stream not in self._positions:
-            return  # unwatched meanwhile
-        room = self._watched[name]
-        for entry_id, fields in entries:
-            self._positions[stream] = entry_id
-            if fields.get(b"node") == self._node:
-                continue
-            room.receive_committed(fields[b"update"], int(fields[b"offset"]))
+    async def _drop_unwatched(self) -> None:
+        if not self._unwatched:
+            return
+        self._unwatched = False
+        wanted = {self._cluster, *(self._channel(n) for n in self._watched)}
+        stale = [c for c in self._pubsub.channels if c not in wanted]
+        if stale:
+            await self._pubsub.unsubscribe(*stale)
+
+    def _hear(self, channel: bytes, data: bytes) -> None:
+        if data.startswith(self._signature, 1):
+            return  # our own, back from Redis
+        kind, (node, _, payload) = data[:1], data[1:].partition(b"\0")
+        now = time.monotonic()
+        self._heard[node] = now
+        try:
+            if channel == self._cluster:
+                if kind == _DELETED and self.on_deleted is not None:
+                    self.on_deleted(payload.decode())
+                elif kind == _REVOKED and self.on_revoked is not None:
+                    self.on_revoked()
+                return
+            room = self._watched.get(channel[len(self._doc_channels) :].decode())
+            if room is None:
+                return  # unwatched meanwhile
+            if kind == _UPDATES:
+                room.receive_committed(decode_updates(payload))
+            elif kind == _STATES:
+                room.receive_presence(node.decode(), payload, now)
+            elif kind == _QUERY and (states := room.presence()) is not None:
+                self._send(channel, _STATES, states)
+        except Exception:  # one bad message must not stop every later one
+            log.exception("bus: a message from server %r failed", node)
+
+    async def _beat_forever(self) -> None:
+        while not self._closing:
+            self._send(self._cluster, _ALIVE, b"")
+            await asyncio.sleep(_HEARTBEAT_SECONDS)
+            now = time.monotonic()
+            for node, heard in list(self._heard.items()):
+                if now - heard > _GONE_SECONDS:
+                    del self._heard[node]
+                    log.info("bus: server %s is gone; dropping its clients' presence", node)
+                    for room in list(self._watched.values()):
+                        room.drop_presence_of(node.decode())
+            for room in list(self._watched.values()):
+                room.drop_presence_of(renewed_before=now - _STALE_SECONDS)
 
     # --- who takes a document's versions
 
@@ -315,89 +390,6 @@ class Bus:
             return True
         return bool(held)
 
-    # --- pub/sub: presence, heartbeats, deletions, revocations
-
-    async def _listen_forever(self) -> None:
-        while not self._closing:
-            try:
-                if self._pubsub is None:
-                    await self._resubscribe()
-                await self._drop_unwatched()
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_HEARTBEAT_SECONDS
-                )
-            except (RedisError, OSError) as exc:
-                if self._closing:
-                    return
-                log.debug("bus: pub/sub lost, subscribing again: %s", exc)
-                if self._pubsub is not None:
-                    pubsub, self._pubsub = self._pubsub, None
-                    await _quietly(pubsub.aclose())
-                await asyncio.sleep(_POLL_SECONDS)
-                continue
-            if message is not None and message.get("type") == "message":
-                self._hear(message["channel"], message["data"])
-
-    async def _resubscribe(self) -> None:
-        pubsub = self._client.pubsub()
-        try:
-            channels = [self._cluster, *(self._presence_channel(n) for n in self._watched)]
-            await pubsub.subscribe(*channels)
-        except BaseException:
-            await _quietly(pubsub.aclose())
-            raise
-        self._pubsub = pubsub
-        for name in self._watched:  # what was missed meanwhile: ask again
-            self._signal(self._presence_channel(name), _QUERY, b"")
-        for look_again in self.on_missed:
-            look_again()
-
-    async def _drop_unwatched(self) -> None:
-        if not self._unwatched:
-            return
-        self._unwatched = False
-        wanted = {self._cluster, *(self._presence_channel(n) for n in self._watched)}
-        stale = [c for c in self._pubsub.channels if c not in wanted]
-        if stale:
-            await self._pubsub.unsubscribe(*stale)
-
-    def _hear(self, channel: bytes, data: bytes) -> None:
-        kind, (node, _, payload) = data[:1], data[1:].partition(b"\0")
-        if node == self._node:
-            return
-        now = time.monotonic()
-        self._heard[node] = now
-        try:
-            if channel == self._cluster:
-                if kind == _DELETED and self.on_deleted is not None:
-                    self.on_deleted(payload.decode())
-                elif kind == _REVOKED and self.on_revoked is not None:
-                    self.on_revoked()
-                return
-            room = self._watched.get(channel.decode()[len(self._prefix) + len("presence:") :])
-            if room is None:
-                return
-            if kind == _STATES:
-                room.receive_presence(node.decode(), payload, now)
-            elif kind == _QUERY and (states := room.presence()) is not None:
-                self._signal(channel, _STATES, states)
-        except Exception:  # one bad message must not stop every later one
-            log.exception("bus: a message from server %r failed", node)
-
-    async def _beat_forever(self) -> None:
-        while not self._closing:
-            self._signal(self._cluster, _ALIVE, b"")
-            await asyncio.sleep(_HEARTBEAT_SECONDS)
-            now = time.monotonic()
-            for node, heard in list(self._heard.items()):
-                if now - heard > _GONE_SECONDS:
-                    del self._heard[node]
-                    log.info("bus: server %s is gone; dropping its clients' presence", node)
-                    for room in list(self._watched.values()):
-                        room.drop_presence_of(node.decode())
-            for room in list(self._watched.values()):
-                room.drop_presence_of(renewed_before=now - _STALE_SECONDS)
-
     async def ping(self) -> None:
         """Raises: StoreError: Redis does not answer."""
         try:
@@ -405,10 +397,14 @@ class Bus:
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis does not answer: {exc}") from exc
 
+    def _spawn_close(self, pubsub: Any) -> None:
+        task = asyncio.create_task(_quietly(pubsub.aclose()), name="bus close pub/sub")
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+
     async def close(self) -> None:
         self._closing = True
         self._wakeup.set()
-        self._news.set()
         await asyncio.wait([self._tasks[0]], timeout=_SOCKET_SECONDS)
         for task in self._tasks[1:]:
             task.cancel()
@@ -416,7 +412,6 @@ class Bus:
         if self._pubsub is not None:
             await _quietly(self._pubsub.aclose())
         await self._client.aclose()
-        await self._reader.aclose()
 
 
 async def _quietly(closing: Any) -> None:

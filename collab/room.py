@@ -178,16 +178,7 @@ class Room:
         """Apply an update another writer has committed at `offset` of this document's
         log, and relay it to every peer at once: it is durable, so it is not stored
         again. One the room holds already (heard twice, or read from the log) is ignored."""
-        if self.ledger.holds(offset):
-            return
-        try:
-            applied = self.document.apply(update, stored=True)
-        except UpdateRejected as exc:
-            log.error("%s: skipped a committed update that does not apply: %s", self.name, exc)
-        else:
-            self._revision += 1
-            self._broadcast([(None, integrated) for integrated in applied.updates])
-        self.ledger.seen(offset, len(update))
+        self.catch_up([(offset, update)])
 
     def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> None:
         if update == protocol.EMPTY_UPDATE:
@@ -404,9 +395,20 @@ class Room:
                     answer.peer.send(frame)
 
     def catch_up(self, updates: list[tuple[int, bytes]]) -> None:
-        """Updates of this document's log that another writer committed."""
+        """Updates of this document's log that another writer committed, with their
+        offsets: applied, and relayed one by one (one may be a server's own, such as a
+        restore's two updates, which must not go out merged)."""
         for offset, update in updates:
-            self.receive_committed(update, offset)
+            if self.ledger.holds(offset):
+                continue
+            try:
+                applied = self.document.apply(update, stored=True)
+            except UpdateRejected as exc:
+                log.error("%s: skipped a committed update that does not apply: %s", self.name, exc)
+            else:
+                self._revision += 1
+                self._broadcast([(None, integrated) for integrated in applied.updates])
+            self.ledger.seen(offset, len(update))
 
     # --- the end
 

@@ -274,7 +274,7 @@ class _Watched:
 
     def __init__(self, room: Room) -> None:
         self.name = room.name
-        self.receive_committed = room.receive_committed
+        self.receive_committed = room.catch_up
         self.receive_presence = room.receive_presence
         self.presence = room.presence
         self.drop_presence_of = room.drop_presence_of
