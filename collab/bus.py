@@ -30,15 +30,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from collab.errors import StoreError
+from collab.redislink import RedisLink, Reply
 
 log = logging.getLogger(__name__)
 
 _SOCKET_SECONDS = 5.0  # a command (or a subscription's confirmation) that takes longer failed
-_RETRY_SECONDS = 0.5  # after a failure to publish
+_SILENT_SECONDS = 5.0  # our own heartbeat not back for this long: Redis is not answering
+_BACKLOG_LIMIT = 8 << 20  # bytes written to Redis and not yet taken: it is not reading
 # While Redis is away, how often the database is read instead; also how soon after Redis
 # is back the relay resumes.
 _POLL_SECONDS = 1.0
@@ -131,10 +134,14 @@ def key_prefix(db: str) -> str:
 class Bus:
     """One server's side of the bus. Create with `await Bus.open(...)`."""
 
-    def __init__(self, client: Any, pubsub: Any, node_id: str, prefix: str) -> None:
+    def __init__(self, client: Any, url: str, node_id: str, prefix: str) -> None:
         self.node_id = node_id
-        self._client = client
-        self._pubsub = pubsub  # subscribed, or None while Redis is away
+        self._client = client  # redis-py: the lease and pings
+        self._url = url
+        # Two links: publishing (replies are counted, never waited for), and the
+        # subscription (its messages are handled as they arrive). None: Redis is away.
+        self._out: RedisLink | None = None
+        self._in: RedisLink | None = None
         self._prefix = prefix
         self._cluster = (prefix + "cluster").encode()
         self._doc_channels = (prefix + "doc:").encode()
@@ -148,38 +155,56 @@ class Bus:
         self._confirming: dict[bytes, asyncio.Future[None]] = {}  # channel -> subscribed
         # Messages to publish: channel, message, and whether to keep it for another try.
         self._outbox: deque[tuple[bytes, bytes, bool]] = deque()
+        self._flushing: asyncio.Handle | None = None
         self._heard: dict[bytes, float] = {}  # other servers: when last heard of
-        self._unwatched = False  # documents unwatched since the listener last looked
-        self._wakeup = asyncio.Event()
+        self._echoed = time.monotonic()  # when our own heartbeat last came back
         self._closing = False
-        self._closing_tasks: set[asyncio.Task[None]] = set()
-        self.connected = True  # whether the subscription holds (else the database is read)
+        self.connected = False  # whether the links hold (else the database is read)
         # What to do when another server deleted a document, or stored a revocation;
         # and when pub/sub was lost, so that some of those may have been missed.
         self.on_deleted: Callable[[str], None] | None = None
         self.on_revoked: Callable[[], None] | None = None
         self.on_missed: list[Callable[[], None]] = []
-        self._tasks = [
-            asyncio.create_task(self._publish_forever(), name="bus publisher"),
-            asyncio.create_task(self._listen_forever(), name="bus listener"),
-            asyncio.create_task(self._beat_forever(), name="bus heartbeat"),
-        ]
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     async def open(cls, url: str, node_id: str, prefix: str) -> Bus:
         """Raises: StoreError: Redis does not answer."""
         client = aioredis.Redis.from_url(url, protocol=2, socket_timeout=_SOCKET_SECONDS)
+        bus = cls(client, url, node_id, prefix)
         try:
             await client.ping()
-            pubsub = client.pubsub()  # a connection of its own
-            await pubsub.subscribe(prefix + "cluster")
-        except (RedisError, OSError) as exc:
+            await bus._connect()
+        except (RedisError, OSError, StoreError) as exc:
             await client.aclose()
             raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
-        return cls(client, pubsub, node_id, prefix)
+        bus._tasks = [
+            asyncio.create_task(bus._keep_connected(), name="bus links"),
+            asyncio.create_task(bus._beat_forever(), name="bus heartbeat"),
+        ]
+        return bus
 
     def _channel(self, doc: str) -> bytes:
         return self._doc_channels + doc.encode()
+
+    async def _connect(self) -> None:
+        """Open both links and subscribe to the cluster and every loaded document.
+
+        Raises:
+            StoreError: Redis cannot be reached.
+        """
+        out = await RedisLink.connect(self._url, self._on_published, _SOCKET_SECONDS)
+        try:
+            into = await RedisLink.connect(self._url, self._on_push, _SOCKET_SECONDS)
+        except StoreError:
+            out.close()
+            raise
+        channels = [self._cluster, *(self._channel(name) for name in self._watched)]
+        into.send([("SUBSCRIBE", *channels)])
+        self._out, self._in = out, into
+        self._echoed = time.monotonic()
+        self.connected = True
+        self._flush()  # what waited meanwhile
 
     # --- publishing: after the commit, never before
 
@@ -202,34 +227,29 @@ class Bus:
 
     def _send(self, channel: bytes, kind: bytes, payload: bytes, *, keep: bool = False) -> None:
         self._outbox.append((channel, kind + self._signature + payload, keep))
-        self._wakeup.set()
+        if self._flushing is None:
+            # Once this turn of the loop ends: what it produced goes in one write.
+            self._flushing = asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _publish_forever(self) -> None:
-        while not self._closing or self._outbox:
-            if not self._outbox:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = list(self._outbox)
+    def _flush(self) -> None:
+        self._flushing = None
+        if not self._outbox:
+            return
+        out = self._out
+        if out is not None and self.connected and out.backlog < _BACKLOG_LIMIT:
+            out.send([("PUBLISH", channel, message) for channel, message, _ in self._outbox])
             self._outbox.clear()
-            try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for channel, message, _ in batch:
-                        pipe.publish(channel, message)
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
-                if self._closing:
-                    return  # the others read it from the database
-                # Updates are kept to be sent once Redis is back: a server that hears of
-                # nothing newer would not look for them. Past the limit the oldest go
-                # (found as gaps, read from the database). The rest is renewed or read
-                # again anyway.
-                kept = [message for message in batch if message[2]]
-                self._outbox.extendleft(reversed(kept))
-                while len(self._outbox) > _OUTBOX_LIMIT:
-                    self._outbox.popleft()
-                log.warning("bus: %d messages not published yet: %s", len(self._outbox), exc)
-                await asyncio.sleep(_RETRY_SECONDS)
+            return
+        # Redis is away or not reading: updates are kept to be sent once it is back (a
+        # server that hears of nothing newer would not look for them); past the limit
+        # the oldest go, found as gaps and read from the database. The rest is renewed
+        # or read again anyway.
+        kept = [message for message in self._outbox if message[2]]
+        self._outbox = deque(kept[-_OUTBOX_LIMIT:])
+
+    def _on_published(self, reply: Reply) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            log.warning("bus: Redis refused a message: %s", reply)
 
     # --- listening: only to the documents loaded here
 
@@ -239,80 +259,74 @@ class Bus:
         the caller reads from the database."""
         channel = self._channel(room.name)
         self._watched[room.name] = room
-        if self._pubsub is not None:
+        if self._in is not None:
             confirmed = asyncio.get_running_loop().create_future()
             self._confirming[channel] = confirmed
+            self._in.send([("SUBSCRIBE", channel)])
             try:
-                await self._pubsub.subscribe(channel)
                 # Until Redis confirms, a message published meanwhile may not reach us.
                 await asyncio.wait_for(asyncio.shield(confirmed), _SOCKET_SECONDS)
-            except (RedisError, OSError, TimeoutError) as exc:
-                # The subscription is made again (and the log read) once Redis answers.
-                log.warning("bus: %s: cannot subscribe: %s", room.name, exc)
+            except TimeoutError:
+                # Redis is slow or away: the links are made again, the log read then.
+                log.warning("bus: %s: no confirmation of the subscription", room.name)
             finally:
                 self._confirming.pop(channel, None)
         self._send(channel, _QUERY, b"")
 
     def unwatch(self, name: str) -> None:
         self._watched.pop(name, None)
-        # Unsubscribed by the listener; what comes meanwhile is for no room.
-        self._unwatched = True
+        if self._in is not None:
+            self._in.send([("UNSUBSCRIBE", self._channel(name))])
 
-    async def _listen_forever(self) -> None:
+    def _on_push(self, reply: Reply) -> None:
+        if not isinstance(reply, list) or len(reply) != 3:
+            return  # an error reply of ours was logged by the link; nothing else comes
+        kind, channel, data = reply
+        if kind == b"message":
+            self._hear(channel, data)
+        elif kind == b"subscribe" and (confirmed := self._confirming.get(channel)):
+            if not confirmed.done():
+                confirmed.set_result(None)
+
+    async def _keep_connected(self) -> None:
+        """Watch the links; when one is lost (or Redis stops answering: our own
+        heartbeat does not come back), read the database every second and make them
+        again, then read what was committed meanwhile, once more."""
         while not self._closing:
-            if self._pubsub is None:
-                await self._resubscribe()
+            assert self._out is not None and self._in is not None
+            lost = [self._out.lost, self._in.lost]
+            done, _ = await asyncio.wait(lost, timeout=_HEARTBEAT_SECONDS)
+            if self._closing:
+                return
+            silent = time.monotonic() - self._echoed > _SILENT_SECONDS
+            if not done and not silent:
                 continue
-            try:
-                await self._drop_unwatched()
-                message = await self._pubsub.get_message(timeout=_HEARTBEAT_SECONDS)
-            except (RedisError, OSError) as exc:
-                if self._closing:
-                    return
-                self._lost(exc)
-                continue
-            if message is None:
-                continue
-            if message["type"] == "message":
-                self._hear(message["channel"], message["data"])
-            elif message["type"] == "subscribe":
-                if confirmed := self._confirming.get(message["channel"]):
-                    confirmed.set_result(None)
+            reason = next((f.result() for f in done if f.result() is not None), None)
+            self._lost(reason or ("Redis stopped answering" if silent else "connection closed"))
+            while not self._closing:
+                await self._read_logs()
+                await asyncio.sleep(_POLL_SECONDS)
+                try:
+                    await self._connect()
+                except StoreError:
+                    continue
+                log.warning("bus: Redis is back; relaying again")
+                await self._caught_up()
+                break
 
-    def _lost(self, exc: BaseException) -> None:
-        if self.connected:
-            self.connected = False
-            log.warning(
-                "bus: Redis is away (%s); reading the database every %.0f s until it is back",
-                exc,
-                _POLL_SECONDS,
-            )
-        if self._pubsub is not None:
-            pubsub, self._pubsub = self._pubsub, None
-            self._spawn_close(pubsub)
+    def _lost(self, reason: object) -> None:
+        self.connected = False
+        log.warning(
+            "bus: Redis is away (%s); reading the database every %.0f s until it is back",
+            reason,
+            _POLL_SECONDS,
+        )
+        for link in (self._out, self._in):
+            if link is not None:
+                link.close()
+        self._out = self._in = None
 
-    async def _resubscribe(self) -> None:
-        """Subscribe again (Redis was away, maybe restarted), and read what was
-        committed meanwhile from the database: while it fails, every second."""
-        pubsub = self._client.pubsub()
-        try:
-            channels = [self._cluster, *(self._channel(name) for name in self._watched)]
-            await pubsub.subscribe(*channels)
-            while added := [
-                self._channel(n) for n in self._watched if self._channel(n) not in channels
-            ]:
-                await pubsub.subscribe(*added)  # rooms loaded meanwhile
-                channels += added
-        except (RedisError, OSError) as exc:
-            self._spawn_close(pubsub)
-            self._lost(exc)
-            await self._read_logs()
-            await asyncio.sleep(_POLL_SECONDS)
-            return
-        self._pubsub = pubsub
-        if not self.connected:
-            self.connected = True
-            log.warning("bus: Redis is back; relaying again")
+    async def _caught_up(self) -> None:
         # What may have been missed: committed updates (read from the log), presence
         # (asked for again), revocations and deletions (the hooks look again).
         await self._read_logs()
@@ -328,17 +342,10 @@ class Bus:
             except StoreError as exc:
                 log.error("bus: %s: cannot read the log: %s", room.name, exc)
 
-    async def _drop_unwatched(self) -> None:
-        if not self._unwatched:
-            return
-        self._unwatched = False
-        wanted = {self._cluster, *(self._channel(n) for n in self._watched)}
-        stale = [c for c in self._pubsub.channels if c not in wanted]
-        if stale:
-            await self._pubsub.unsubscribe(*stale)
-
     def _hear(self, channel: bytes, data: bytes) -> None:
         if data.startswith(self._signature, 1):
+            if channel == self._cluster and data[:1] == _ALIVE:
+                self._echoed = time.monotonic()  # Redis answers
             return  # our own, back from Redis
         kind, (node, _, payload) = data[:1], data[1:].partition(b"\0")
         now = time.monotonic()
@@ -397,25 +404,20 @@ class Bus:
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis does not answer: {exc}") from exc
 
-    def _spawn_close(self, pubsub: Any) -> None:
-        task = asyncio.create_task(_quietly(pubsub.aclose()), name="bus close pub/sub")
-        self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
-
     async def close(self) -> None:
+        """Send what is waiting (a moment at most), then close."""
         self._closing = True
-        self._wakeup.set()
-        await asyncio.wait([self._tasks[0]], timeout=_SOCKET_SECONDS)
-        for task in self._tasks[1:]:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.wait(self._tasks)
-        if self._pubsub is not None:
-            await _quietly(self._pubsub.aclose())
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._flush()
+        out = self._out
+        deadline = time.monotonic() + _SOCKET_SECONDS
+        # A few polls of the transport's buffer at shutdown, at most _SOCKET_SECONDS.
+        while out is not None and out.backlog and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        for link in (self._out, self._in):
+            if link is not None:
+                link.close()
         await self._client.aclose()
-
-
-async def _quietly(closing: Any) -> None:
-    try:
-        await closing
-    except (RedisError, OSError) as exc:
-        log.debug("bus: closing a connection: %s", exc)
