@@ -52,6 +52,7 @@ class RedisLink(asyncio.Protocol):
         """
         options = parse_url(url)
         loop = asyncio.get_running_loop()
+        link: RedisLink | None = None
         try:
             async with asyncio.timeout(timeout):
                 if "path" in options:
@@ -67,15 +68,17 @@ class RedisLink(asyncio.Protocol):
                     hello.append(("AUTH", user, password) if user else ("AUTH", password))
                 if database := options.get("db"):
                     hello.append(("SELECT", database))
+                # An answer, not just a connection: a stopped Redis still accepts those.
+                hello.append(("PING",))
                 await link._greet(hello)
         except (OSError, TimeoutError, hiredis.ReplyError) as exc:
+            if link is not None:
+                link.close()
             raise StoreError(f"cannot reach Redis at {url}: {exc!r}") from exc
         link._on_reply = on_reply
         return link
 
     async def _greet(self, commands: list[Sequence[Any]]) -> None:
-        if not commands:
-            return
         self._handshake_wanted = len(commands)
         self._handshake_done = asyncio.get_running_loop().create_future()
         self.send(commands)

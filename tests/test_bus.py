@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import subprocess
 import time
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from collab import protocol
 from collab.bus import Bus, key_prefix
 from collab.client import Client
+from collab.errors import StoreError
 from tests.conftest import RunningServer, ServerProcess
 
 MakeServer = Callable[..., Awaitable[RunningServer]]
@@ -328,3 +330,65 @@ async def test_a_delete_while_redis_is_away_reaches_the_other_servers_when_it_is
         finally:
             restarted.kill()
             await asyncio.to_thread(restarted.wait, 10)
+
+
+async def test_a_redis_that_stops_answering_is_left_for_the_database_until_it_answers(
+    postgres_url: str,
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+    make_server: MakeServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGSTOP of redis-server: its sockets stay open and say nothing. Each server finds
+    that its own heartbeat does not come back and reads the database meanwhile; after
+    SIGCONT the relay goes on."""
+    url, redis = own_redis
+    a = await make_server(db=postgres_url, redis=url, node_id="a")
+    b = await make_server(db=postgres_url, redis=url, node_id="b")
+    async with Client(a.url, "doc") as alice, Client(b.url, "doc") as bob:
+        alice_text = alice.doc.get("t", type=pycrdt.Text)
+        alice_text.insert(0, "before ")
+        await bob.wait_for(lambda: text_of(bob) == "before ", timeout=5)
+        redis.send_signal(signal.SIGSTOP)
+        try:
+            alice_text.insert(len(alice_text), "during ")
+            await bob.wait_for(lambda: text_of(bob) == "before during ", timeout=15)
+            assert caplog.text.count("Redis stopped answering") == 2
+        finally:
+            redis.send_signal(signal.SIGCONT)
+        async with asyncio.timeout(10):
+            while caplog.text.count("bus: Redis is back") < 2:
+                await asyncio.sleep(0.05)
+        alice_text.insert(len(alice_text), "after")
+        await bob.wait_for(lambda: text_of(bob) == "before during after", timeout=5)
+        assert not alice.closed.is_set() and not bob.closed.is_set()
+
+
+async def test_the_bus_speaks_to_a_redis_with_a_password_and_a_database(tmp_path: Path) -> None:
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp_path), "--requirepass", "s3cret"]
+    proc = await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(StoreError, match="cannot reach Redis"):
+            await Bus.open(f"redis://:wrong@127.0.0.1:{port}/2", "x", "collab:test:")
+        one = await Bus.open(f"redis://:s3cret@127.0.0.1:{port}/2", "one", "collab:test:")
+        two = await Bus.open(f"redis://default:s3cret@127.0.0.1:{port}/2", "two", "collab:test:")
+        try:
+            heard: list[str] = []
+            two.on_deleted = heard.append
+            one.publish_deleted("doc")
+            async with asyncio.timeout(5):
+                while not heard:
+                    await asyncio.sleep(0.01)
+            assert heard == ["doc"] and one.connected and two.connected
+            assert await one.lease("doc", 10) and not await two.lease("doc", 10)
+        finally:
+            await one.close()
+            await two.close()
+    finally:
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 10)
