@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +158,19 @@ class Rooms:
         Raises:
             StoreError: the store could not delete it.
         """
+        async with self._alone(name):
+            live = await self._drop(name)
+            # Appends already handed to the store still complete; the delete is queued
+            # after them.
+            existed = await self._catalogue.delete_doc(name) or live
+            if self._bus is not None:
+                self._bus.publish_deleted(name)
+            return existed
+
+    @asynccontextmanager
+    async def _alone(self, name: str) -> AsyncIterator[None]:
+        """While the room of `name` is taken out: no load, unload or other delete of it
+        runs, and joins wait."""
         while busy := self._deleting.get(name) or self._loading.get(name):
             await asyncio.wait([busy])
         done = asyncio.get_running_loop().create_future()
@@ -166,24 +180,24 @@ class Rooms:
                 await asyncio.wait([unloading])
             if timer := self._timers.pop(name, None):
                 timer.cancel()
-            room = self._rooms.pop(name, None)
-            if self._bus is not None:
-                self._bus.unwatch(name)
-            live = False
-            if room is not None:
-                room.close_peers(DocNotFound.close_code, "document deleted")
-                live = not room.is_empty
-                # Appends already handed to the store still complete; the delete is
-                # queued after them.
-                await room.ledger.discard()
-                room.stop()
-            existed = await self._catalogue.delete_doc(name) or live
-            if self._bus is not None:
-                self._bus.publish_deleted(name)
-            return existed
+            yield
         finally:
             del self._deleting[name]
             done.set_result(None)
+
+    async def _drop(self, name: str) -> bool:
+        """Close the peers of `name`'s room (4404) and forget it unsaved; whether it held
+        anything."""
+        room = self._rooms.pop(name, None)
+        if self._bus is not None:
+            self._bus.unwatch(name)
+        if room is None:
+            return False
+        room.close_peers(DocNotFound.close_code, "document deleted")
+        live = not room.is_empty
+        await room.ledger.discard()
+        room.stop()
+        return live
 
     def _deleted_elsewhere(self, name: str) -> None:
         """Another server deleted `name`: close its clients here too and forget the room
@@ -217,26 +231,9 @@ class Rooms:
         task.add_done_callback(self._tasks.discard)
 
     async def _forget(self, name: str) -> None:
-        while busy := self._deleting.get(name) or self._loading.get(name):
-            await asyncio.wait([busy])
-        done = asyncio.get_running_loop().create_future()
-        self._deleting[name] = done  # joins wait, as for a delete made here
-        try:
-            if unloading := self._unloading.get(name):
-                await asyncio.wait([unloading])
-            if timer := self._timers.pop(name, None):
-                timer.cancel()
-            room = self._rooms.pop(name, None)
-            if room is None:
-                return
-            if self._bus is not None:
-                self._bus.unwatch(name)
-            room.close_peers(DocNotFound.close_code, "document deleted")
-            await room.ledger.discard()
-            room.stop()
-        finally:
-            del self._deleting[name]
-            done.set_result(None)
+        async with self._alone(name):
+            if name in self._rooms:
+                await self._drop(name)
 
     def close_peers(self, code: int, reason: str) -> None:
         """Ask every connection in every room to close."""
