@@ -79,18 +79,28 @@ def test_clusters_on_one_redis_do_not_share_keys() -> None:
     assert one != other and one.startswith("collab:") and one == key_prefix("postgresql://h/one")
 
 
+def start_redis(port: int, directory: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own on `port`, keeping nothing, once it accepts."""
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(directory), *extra]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+            break
+        time.sleep(0.05)
+    return proc
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of the test's own on a free port, stopped by its PID after it."""
     port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(tmp_path)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    proc = start_redis(port, tmp_path)
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0", proc
     finally:
         if proc.poll() is None:
@@ -160,10 +170,7 @@ async def test_redis_killed_and_restarted_empty_loses_nothing_and_the_relay_resu
             await bob.wait_for(lambda i=i: f"a{i}" in text_of(bob), timeout=10)
             await alice.wait_for(lambda i=i: f"b{i}" in text_of(alice), timeout=10)
 
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(tmp_path)]
-        restarted = await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL)
+        restarted = await asyncio.to_thread(start_redis, port_of(url), tmp_path)
         try:
             started = time.monotonic()
             async with asyncio.timeout(10):
@@ -320,10 +327,7 @@ async def test_a_delete_while_redis_is_away_reaches_the_other_servers_when_it_is
             assert response.status == 204  # the announcement is lost with Redis
         await asyncio.sleep(1.5)
         assert not on_b.closed.is_set()
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(tmp_path)]
-        restarted = await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL)
+        restarted = await asyncio.to_thread(start_redis, port_of(url), tmp_path)
         try:
             await asyncio.wait_for(on_b.closed.wait(), 10)
             assert on_b.close_code == 4404
@@ -365,14 +369,8 @@ async def test_a_redis_that_stops_answering_is_left_for_the_database_until_it_an
 
 async def test_the_bus_speaks_to_a_redis_with_a_password_and_a_database(tmp_path: Path) -> None:
     port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(tmp_path), "--requirepass", "s3cret"]
-    proc = await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.DEVNULL)
+    proc = await asyncio.to_thread(start_redis, port, tmp_path, "--requirepass", "s3cret")
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            await asyncio.sleep(0.05)
         with pytest.raises(StoreError, match="cannot reach Redis"):
             await Bus.open(f"redis://:wrong@127.0.0.1:{port}/2", "x", "collab:test:")
         one = await Bus.open(f"redis://:s3cret@127.0.0.1:{port}/2", "one", "collab:test:")
