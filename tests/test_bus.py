@@ -390,3 +390,14 @@ async def test_the_bus_speaks_to_a_redis_with_a_password_and_a_database(tmp_path
     finally:
         proc.kill()
         await asyncio.to_thread(proc.wait, 10)
+
+
+async def test_a_large_update_crosses_servers(
+    postgres_url: str, redis_url: str, make_server: MakeServer
+) -> None:
+    a = await make_server(db=postgres_url, redis=redis_url, node_id="a")
+    b = await make_server(db=postgres_url, redis=redis_url, node_id="b")
+    big = "0123456789abcdef" * (3 * 65536)  # 3 MiB in one update
+    async with Client(a.url, "doc") as alice, Client(b.url, "doc") as bob:
+        alice.doc.get("t", type=pycrdt.Text).insert(0, big)
+        await bob.wait_for(lambda: text_of(bob) == big, timeout=20)
