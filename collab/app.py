@@ -146,7 +146,13 @@ async def start(settings: Settings, store: Store | None = None) -> tuple[web.App
         handle_signals=False,
         access_log=None,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        # The parts that did start (the lock, the store and its threads) stop again, or
+        # the process would not exit after saying why it cannot serve.
+        await runner.app.cleanup()
+        raise
     site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.listen_backlog)
     try:
         await site.start()

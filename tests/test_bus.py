@@ -8,6 +8,7 @@ import contextlib
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -401,3 +402,19 @@ async def test_a_large_update_crosses_servers(
     async with Client(a.url, "doc") as alice, Client(b.url, "doc") as bob:
         alice.doc.get("t", type=pycrdt.Text).insert(0, big)
         await bob.wait_for(lambda: text_of(bob) == big, timeout=20)
+
+
+def test_a_server_whose_redis_does_not_answer_says_so_and_exits(tmp_path: Path) -> None:
+    """It gives up at start (a cluster node without its bus would serve stale rooms),
+    releasing what it had opened: the file's lock, the store and its threads."""
+    db = tmp_path / "collab.db"
+    command = [sys.executable, "-m", "collab", "serve", "--port", "0", "--db", str(db)]
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    done = subprocess.run([*command, "--redis", down], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"cannot reach Redis at {down}" in done.stderr and "Traceback" not in done.stderr
+    lone = ServerProcess(db, tmp_path / "lone.log")
+    try:
+        lone.start()  # the lock was released
+    finally:
+        lone.kill()
