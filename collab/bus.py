@@ -398,11 +398,14 @@ class Bus:
         return bool(held)
 
     async def ping(self) -> None:
-        """Raises: StoreError: Redis does not answer."""
+        """Raises: StoreError: Redis does not answer, or the relay is not connected yet
+        (the server reads the database meanwhile)."""
         try:
             await self._client.ping()
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis does not answer: {exc}") from exc
+        if not self.connected:
+            raise StoreError("Redis answers; the relay is connecting again (reading the database)")
 
     async def close(self) -> None:
         """Send what is waiting (a moment at most), then close."""
