@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,39 +110,55 @@ async def test_an_update_committed_elsewhere_is_relayed_at_once_and_not_stored_a
     assert [v.update_count for v in await store.versions("doc")] == [1]
 
 
+@dataclass
+class Writer:
+    """One of two writers on one SQLite file, as two processes would be: its store,
+    journal, room of "doc" and a peer in it."""
+
+    store: SQLiteStore
+    journal: Journal
+    room: Room
+    peer: RecordingPeer
+
+
+@pytest.fixture
+async def writers(db_path: Path) -> AsyncIterator[tuple[Writer, Writer]]:
+    settings = Settings(db=db_path)
+    made = []
+    for name in ("alice", "bob"):
+        store = await SQLiteStore.open(db_path)
+        journal = Journal(store, settings)
+        room = Room("doc", settings, journal, await store.load("doc"))
+        peer = RecordingPeer(name)
+        room.join(peer)
+        made.append(Writer(store, journal, room, peer))
+    yield made[0], made[1]
+    for writer in made:
+        await writer.room.ledger.close()
+        writer.room.stop()
+        await writer.journal.close()
+        await writer.store.close()
+
+
 async def test_two_writers_on_one_log_catch_up_and_prune_only_what_they_hold(
-    db_path: Path,
+    writers: tuple[Writer, Writer], db_path: Path
 ) -> None:
     """Two stores on one file, two journals, one document each side (as two processes
     would have): B's append lands after A's, B reads what it missed, relays it to its
     peers, and its version covers both."""
-    one, two = await SQLiteStore.open(db_path), await SQLiteStore.open(db_path)
-    settings = Settings(db=db_path)
-    journal_a, journal_b = Journal(one, settings), Journal(two, settings)
-    room_a = Room("doc", settings, journal_a, await one.load("doc"))
-    room_b = Room("doc", settings, journal_b, await two.load("doc"))
-    alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
-    room_a.join(alice)
-    room_b.join(bob)
-    room_a.receive(alice, protocol.SyncUpdate(text_update(pycrdt.Doc(), "A")))
-    await room_a.ledger.flush()
-    room_b.receive(bob, protocol.SyncUpdate(text_update(pycrdt.Doc(), "B")))
-    await room_b.ledger.flush()
+    a, b = writers
+    a.room.receive(a.peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "A")))
+    await a.room.ledger.flush()
+    b.room.receive(b.peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "B")))
+    await b.room.ledger.flush()
     async with asyncio.timeout(5):
-        while room_b.ledger.offset < 2:  # the gap at offset 1 is read from the log
+        while b.room.ledger.offset < 2:  # the gap at offset 1 is read from the log
             await asyncio.sleep(0.01)
-    assert sorted(text_of(room_b)) == ["A", "B"]
-    assert len(bob.updates()) == 1  # A's update, relayed; bob's own is never echoed
-    version = await room_b.ledger.save_version("named", "both")
-    assert await two.version_state("doc", version.id)
-    assert await two.read("doc", 2) == []  # pruned up to 2
-    for room in (room_a, room_b):
-        await room.ledger.close()
-        room.stop()
-    await journal_a.close()
-    await journal_b.close()
-    await one.close()
-    await two.close()
+    assert sorted(text_of(b.room)) == ["A", "B"]
+    assert len(b.peer.updates()) == 1  # A's update, relayed; bob's own is never echoed
+    version = await b.room.ledger.save_version("named", "both")
+    assert await b.store.version_state("doc", version.id)
+    assert await b.store.read("doc", 2) == []  # pruned up to 2
     fresh = await SQLiteStore.open(db_path)
     loaded = await fresh.load("doc")
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -153,37 +170,25 @@ async def test_two_writers_on_one_log_catch_up_and_prune_only_what_they_hold(
     await fresh.close()
 
 
-async def test_a_writer_behind_catches_up_across_a_log_the_other_pruned(db_path: Path) -> None:
+async def test_a_writer_behind_catches_up_across_a_log_the_other_pruned(
+    writers: tuple[Writer, Writer],
+) -> None:
     """A takes a version (pruning the log) while B has not read A's updates yet: B gets
     them from the version's state, and its offset runs on without a hole."""
-    one, two = await SQLiteStore.open(db_path), await SQLiteStore.open(db_path)
-    settings = Settings(db=db_path)
-    journal_a, journal_b = Journal(one, settings), Journal(two, settings)
-    room_a = Room("doc", settings, journal_a, await one.load("doc"))
-    room_b = Room("doc", settings, journal_b, await two.load("doc"))
-    alice, bob = RecordingPeer("alice"), RecordingPeer("bob")
-    room_a.join(alice)
-    room_b.join(bob)
-    writer: pycrdt.Doc[Any] = pycrdt.Doc()
+    a, b = writers
+    source: pycrdt.Doc[Any] = pycrdt.Doc()
     for text in ("x", "y"):
-        room_a.receive(alice, protocol.SyncUpdate(text_update(writer, text)))
-        await room_a.ledger.flush()
-    await room_a.ledger.save_version()
-    assert (await one.load("doc")).updates == []  # offsets 1 and 2 are pruned
-    room_b.receive(bob, protocol.SyncUpdate(text_update(pycrdt.Doc(), "B")))
-    await room_b.ledger.flush()
+        a.room.receive(a.peer, protocol.SyncUpdate(text_update(source, text)))
+        await a.room.ledger.flush()
+    await a.room.ledger.save_version()
+    assert (await a.store.load("doc")).updates == []  # offsets 1 and 2 are pruned
+    b.room.receive(b.peer, protocol.SyncUpdate(text_update(pycrdt.Doc(), "B")))
+    await b.room.ledger.flush()
     async with asyncio.timeout(5):
-        while room_b.ledger.offset < 3:
+        while b.room.ledger.offset < 3:
             await asyncio.sleep(0.01)
-    assert sorted(text_of(room_b)) == sorted(text_of(room_a) + "B")
-    assert bob.updates()  # what B read was relayed to its peer
-    for room in (room_a, room_b):
-        await room.ledger.close()
-        room.stop()
-    for journal in (journal_a, journal_b):
-        await journal.close()
-    await one.close()
-    await two.close()
+    assert sorted(text_of(b.room)) == sorted(text_of(a.room) + "B")
+    assert b.peer.updates()  # what B read was relayed to its peer
 
 
 async def test_a_version_taken_before_catching_up_covers_only_what_the_room_holds(
