@@ -29,9 +29,10 @@ def lock_path(db: Path) -> Path:
 class DatabaseLock:
     """Held from `acquire` to `release`."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, shared: bool = False) -> None:
         self.path = path
         self._fd: int | None = fd
+        self._shared = shared
 
     @classmethod
     def acquire(cls, db: Path, *, shared: bool = False, **about: Any) -> DatabaseLock:
@@ -47,30 +48,18 @@ class DatabaseLock:
             # First alone, which tells that the lines left in the file are of processes
             # gone (they are cleared); a node then lowers its claim to a shared one.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not (shared and _share(fd)):
+                found = _live(_read(fd))
+                os.close(fd)
+                raise _in_use(db, found, shared) from None
+        else:
             os.ftruncate(fd, 0)
             if shared:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                if not shared:
-                    raise
-                _share(fd)
-            except BlockingIOError:
-                found = _live(_read(fd))
-                os.close(fd)
-                holder = found[-1] if found else {}
-                kind = "a cluster of" if len(found) > 1 or holder.get("shared") else "process"
-                raise DatabaseInUse(
-                    f"{db} is in use by collab {kind} {holder.get('pid', '?')}"
-                    + (f" serving {holder['url']}" if "url" in holder else "")
-                    + ("" if shared or not holder.get("shared") else " (a cluster: pass --redis)")
-                ) from None
-        lock = cls(path, fd)
-        lock._shared = shared
+        lock = cls(path, fd, shared)
         lock.publish(pid=os.getpid(), **about)
         return lock
-
-    _shared = False
 
     def publish(self, **about: Any) -> None:
         """Add a line about this holder to the lock file (the newest line of a process
@@ -92,21 +81,28 @@ class DatabaseLock:
             self._fd = None
 
 
-def _share(fd: int) -> None:
-    """Take a shared claim; a node starting at the same moment holds the lock alone for
-    the instant it clears the file, so a few tries are made.
-
-    Raises:
-        BlockingIOError: a lone server holds it.
-    """
+def _share(fd: int) -> bool:
+    """Take a shared claim; False if a lone server holds the lock. A node starting at the
+    same moment holds it alone for the instant it clears the file, so a few tries are
+    made."""
     for attempt in range(20):
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
-            if attempt == 19:
-                raise
-            time.sleep(0.05)
+            if attempt < 19:
+                time.sleep(0.05)
+    return False
+
+
+def _in_use(db: Path, found: list[dict[str, Any]], shared: bool) -> DatabaseInUse:
+    holder = found[-1] if found else {}
+    kind = "a cluster of" if len(found) > 1 or holder.get("shared") else "process"
+    return DatabaseInUse(
+        f"{db} is in use by collab {kind} {holder.get('pid', '?')}"
+        + (f" serving {holder['url']}" if "url" in holder else "")
+        + ("" if shared or not holder.get("shared") else " (a cluster: pass --redis)")
+    )
 
 
 def holder(db: Path) -> dict[str, Any] | None:
