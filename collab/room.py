@@ -311,11 +311,13 @@ class Room:
     def _send_presence(self) -> None:
         self._presence_handle = None
         entries, self._presence_out = list(self._presence_out.values()), {}
-        if entries:
-            self._send_all(protocol.encode_awareness(entries))
+        frame = protocol.encode_awareness(entries) if entries else b""
+        if frame:
+            self._send_all(frame)
         shared, self._shared_out = list(self._shared_out.values()), {}
         if shared and self.presence_out is not None:
-            self.presence_out(protocol.encode_awareness(shared))
+            # Usually all of it is this room's own news: the same frame, encoded once.
+            self.presence_out(frame if shared == entries else protocol.encode_awareness(shared))
 
     def _drop_presence(self) -> None:
         if self._presence_handle is not None:
