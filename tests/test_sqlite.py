@@ -64,6 +64,24 @@ async def test_the_nodes_of_a_cluster_on_one_file_read_the_count_in_each_commit(
     await two.close()
 
 
+async def test_a_shared_writer_never_appends_to_a_row_id_another_writer_gave_away(
+    db_path: Path,
+) -> None:
+    """Another node deleted the document this writer knows, and its row id went to a
+    new document (SQLite reuses the largest id): the next append starts the document
+    again, and the other document is left as it was."""
+    one = await SQLiteStore.open(db_path, shared=True)
+    two = await SQLiteStore.open(db_path, shared=True)
+    assert await one.append({"gone": [b"1", b"2"]}) == {"gone": 2}
+    assert await two.delete_doc("gone")
+    assert await two.append({"new": [b"n"]}) == {"new": 1}
+    assert await one.append({"gone": [b"3"]}) == {"gone": 1}
+    assert await one.read("new", 0) == [(1, b"n")]
+    assert await two.read("gone", 0) == [(1, b"3")]
+    await one.close()
+    await two.close()
+
+
 async def test_a_version_queued_between_appends_covers_only_those_before(db_path: Path) -> None:
     store = await SQLiteStore.open(db_path)
     results = await asyncio.gather(

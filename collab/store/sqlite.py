@@ -77,7 +77,9 @@ class _Docs:
         if name in self.staged:
             found = self.staged[name]
         else:
-            found = None if self.shared else self.known.get(name)
+            found = self.known.get(name)
+            if found is not None and self.shared:
+                found = self._count(conn, name, found[0])
         if found is None:
             now = time.time()
             conn.execute(
@@ -91,6 +93,14 @@ class _Docs:
             found = (int(row[0]), int(row[1]))
             self.staged[name] = found
         return found
+
+    def _count(self, conn: sqlite3.Connection, name: str, doc_id: int) -> tuple[int, int] | None:
+        """The row's count now, None if another writer deleted the document (its id may
+        be another's since): for a document known already, a read without the insert."""
+        row = conn.execute(
+            "SELECT update_count FROM docs WHERE id = ? AND name = ?", (doc_id, name)
+        ).fetchone()
+        return None if row is None else (doc_id, int(row[0]))
 
     def commit(self) -> None:
         for name, value in self.staged.items():
