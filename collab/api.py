@@ -1,5 +1,6 @@
-"""The REST API under /api, and /healthz. Handlers translate between HTTP and `Documents`;
-one middleware turns errors into JSON with the status the error tree gives them.
+"""The REST API under /api, /healthz, /readyz and /metrics. Handlers translate between
+HTTP and `Documents`; one middleware turns errors into JSON with the status the error
+tree gives them.
 
 A document name is one path segment: a `/` in it is sent as `%2F`.
 """
@@ -14,12 +15,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.exposition import choose_encoder
 
 from collab import __version__
-from collab.appkeys import CHECKS, DOCUMENTS, GUARD, ROOMS, SETTINGS
+from collab.appkeys import CHECKS, DOCUMENTS, GUARD, READY, REGISTRY, ROOMS, SETTINGS, STOPPING
 from collab.auth import Permission, Revocation, allows
 from collab.documents import Exported, check_format
-from collab.errors import HTTP_ERROR, BadRequest, CollabError, Forbidden, StoreError, error_json
+from collab.errors import (
+    HTTP_ERROR,
+    BadRequest,
+    CollabError,
+    Forbidden,
+    NotFound,
+    StoreError,
+    error_json,
+)
 from collab.names import check_doc_name
 from collab.openapi import spec
 from collab.store import iso_time
@@ -130,6 +140,37 @@ async def healthz(request: web.Request) -> web.Response:
             **services,
         }
     )
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 while the server can take edits: the database takes writes, commits succeed
+    (and Redis answers, in a cluster); else 503 with what is wrong. 503 too once it is
+    shutting down."""
+    if request.app[STOPPING].is_set():
+        return web.json_response({"status": "shutting down"}, status=503)
+    checks = request.app[READY]
+    results = await asyncio.gather(*(_check(check) for check in checks.values()))
+    ready = all(result == "ok" for result in results)
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", **dict(zip(checks, results, strict=True))},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The metrics (collab/metrics.py), to whoever may administer every document: they
+    name no document, but they tell how the server is used."""
+    if request.app[SETTINGS].metrics != "on":
+        raise NotFound("metrics are off (--metrics off)")
+    await _require_global_admin(request)
+    return await metrics_apart(request)
+
+
+async def metrics_apart(request: web.Request) -> web.Response:
+    """The metrics in the format the scraper asks for (Prometheus text or OpenMetrics)."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def _check(check: Callable[[], Awaitable[None]]) -> str:
@@ -261,6 +302,8 @@ def add_routes(app: web.Application) -> None:
     app.middlewares.append(json_errors)
     router = app.router
     router.add_get("/healthz", healthz)
+    router.add_get("/readyz", readyz)
+    router.add_get("/metrics", metrics)
     router.add_get("/api/openapi.json", openapi)
     router.add_get("/api/docs", list_docs)
     router.add_get("/api/docs/{name}", get_content)

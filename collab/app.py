@@ -23,13 +23,29 @@ from typing import Any
 from aiohttp import web
 
 from collab import __version__, api, pages, ws
-from collab.appkeys import CHECKS, DOCUMENTS, FRAMES, GUARD, LOCK, ROOMS, SETTINGS, STORE, Store
-from collab.config import EventLoop, Settings, describe_db
+from collab.appkeys import (
+    CHECKS,
+    DOCUMENTS,
+    FRAMES,
+    GUARD,
+    LOCK,
+    METRICS,
+    READY,
+    REGISTRY,
+    ROOMS,
+    SETTINGS,
+    STOPPING,
+    STORE,
+    Store,
+)
+from collab.config import EventLoop, Settings, describe_db, parse_address
 from collab.documents import Documents, open_bus, open_documents
-from collab.errors import CollabError
+from collab.errors import CollabError, StoreError
 from collab.frames import FrameCache
 from collab.guard import Guard
+from collab.journal import Journal
 from collab.lockfile import DatabaseLock
+from collab.metrics import Metrics
 from collab.peer import CLOSE_GOING_AWAY
 from collab.store import open_store
 from collab.yjs import document
@@ -49,6 +65,9 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app = web.Application(middlewares=[_room_upgrades], client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
     app[FRAMES] = FrameCache()
+    app[METRICS] = metrics = Metrics()
+    app[REGISTRY] = metrics.registry()
+    app[STOPPING] = asyncio.Event()
     if store is None and isinstance(settings.db, Path):
         # One server per SQLite file, or the nodes of one cluster (on one host). A
         # PostgreSQL database is shared by design.
@@ -56,6 +75,10 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app.cleanup_ctx.append(partial(_store, given=store))
     app.cleanup_ctx.append(_rooms)
     app.cleanup_ctx.append(_retention)
+    if settings.metrics == "on":
+        app.cleanup_ctx.append(_loop_lag)
+        if settings.metrics_listen:
+            app.cleanup_ctx.append(_metrics_apart)
     app.on_shutdown.append(_close_connections)
     api.add_routes(app)
     pages.add_routes(app)
@@ -89,17 +112,21 @@ async def _store(app: web.Application, given: Store | None) -> AsyncIterator[Non
     app[STORE] = store
     checks: dict[str, Callable[[], Awaitable[None]]] = {"database": store.ping}
     app[CHECKS] = checks
+    ready: dict[str, Callable[[], Awaitable[None]]] = {"database": store.writable}
+    app[READY] = ready
     yield
     await store.close()
 
 
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
     document.warm_up()
-    bus = await open_bus(app[SETTINGS])
+    bus = await open_bus(app[SETTINGS], app[METRICS])
     if bus is not None:
-        app[CHECKS]["redis"] = bus.ping
+        app[CHECKS]["redis"] = app[READY]["redis"] = bus.ping
     try:
-        async with open_documents(app[STORE], app[SETTINGS], bus) as documents:
+        async with open_documents(app[STORE], app[SETTINGS], bus, app[METRICS]) as documents:
+            commits: Callable[[], Awaitable[None]] = partial(_commits, documents.rooms.journal)
+            app[READY]["commits"] = commits
             app[ROOMS] = documents.rooms
             app[DOCUMENTS] = documents
             guard = Guard(app[SETTINGS], app[STORE], documents.rooms)
@@ -117,24 +144,61 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
 
 async def _retention(app: web.Application) -> AsyncIterator[None]:
     every = app[SETTINGS].retention_seconds
-    task = asyncio.create_task(_thin_forever(app[DOCUMENTS], every)) if every > 0 else None
+    task = (
+        asyncio.create_task(_thin_forever(app[DOCUMENTS], every, app[METRICS]))
+        if every > 0
+        else None
+    )
     yield
     if task is not None:
         task.cancel()
         await asyncio.wait([task])
 
 
-async def _thin_forever(documents: Documents, every: float) -> None:
+async def _thin_forever(documents: Documents, every: float, metrics: Metrics) -> None:
     while True:
         await asyncio.sleep(every)
+        metrics.retention_runs += 1
         try:
             if deleted := await documents.thin():
+                metrics.retention_deleted_versions += deleted
                 log.info("retention: deleted %d versions", deleted)
         except CollabError as exc:
+            metrics.retention_failures += 1
             log.error("retention failed, will try again: %s", exc)
 
 
+async def _commits(journal: Journal) -> None:
+    if journal.failing is not None:
+        raise StoreError(f"commits are failing: {journal.failing}")
+
+
+async def _metrics_apart(app: web.Application) -> AsyncIterator[None]:
+    """Serve /metrics alone at --metrics-listen, with no token asked: a private address
+    for a scraper."""
+    host, port = parse_address(app[SETTINGS].metrics_listen)
+    apart = web.Application()
+    apart[REGISTRY] = app[REGISTRY]
+    apart.router.add_get("/metrics", api.metrics_apart)
+    runner = web.AppRunner(apart, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("metrics also at http://%s:%d/metrics", host, port)
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[METRICS].tick_forever(), name="event loop lag")
+    yield
+    task.cancel()
+    await asyncio.wait([task])
+
+
 async def _close_connections(app: web.Application) -> None:
+    app[STOPPING].set()
     app[ROOMS].close_peers(CLOSE_GOING_AWAY, "server shutting down")
 
 
@@ -209,6 +273,7 @@ async def serve(settings: Settings, store: Store | None = None) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
+        runner.app[STOPPING].set()  # /readyz says so while connections close
         log.info("shutting down")
     finally:
         await runner.cleanup()

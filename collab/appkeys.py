@@ -1,10 +1,12 @@
 """The typed keys under which the aiohttp application holds its parts, and the type of
 the store it is given: every storage interface at once."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from collab.config import Settings
 from collab.documents import Documents
@@ -12,6 +14,7 @@ from collab.frames import FrameCache
 from collab.guard import Guard, Revocations
 from collab.journal import Journal
 from collab.lockfile import DatabaseLock
+from collab.metrics import Metrics
 from collab.rooms import Rooms
 from collab.store import Catalogue, DocumentLog, History
 
@@ -21,6 +24,10 @@ class Store(DocumentLog, History, Catalogue, Revocations, Protocol):
 
     async def ping(self) -> None:
         """Raise StoreError if the database does not answer."""
+        ...
+
+    async def writable(self) -> None:
+        """Raise StoreError if the database could not take a write now."""
         ...
 
     async def close(self) -> None:
@@ -38,3 +45,8 @@ GUARD = web.AppKey("guard", Guard)
 FRAMES = web.AppKey("frames", FrameCache)
 # What /healthz asks, by name: each raises StoreError when its service does not answer.
 CHECKS = web.AppKey("checks", dict[str, Callable[[], Awaitable[None]]])
+# What /readyz asks, the same way: whether the server can take edits now.
+READY = web.AppKey("ready", dict[str, Callable[[], Awaitable[None]]])
+STOPPING = web.AppKey("stopping", asyncio.Event)  # set once the server starts shutting down
+METRICS = web.AppKey("metrics", Metrics)
+REGISTRY = web.AppKey("registry", CollectorRegistry)  # METRICS and the process's

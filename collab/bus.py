@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from collab.errors import StoreError
+from collab.metrics import Metrics
 from collab.redislink import RedisLink, Reply
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ _UPDATES, _STATES, _QUERY = b"u", b"s", b"q"  # on a document's channel
 _ALIVE, _DELETED, _REVOKED = b"h", b"d", b"r"  # on the cluster's channel
 _HEADER = struct.Struct(">QI")  # updates: the first one's offset, how many
 _LENGTH = struct.Struct(">I")
+_SENT_AT = struct.Struct(">d")  # a heartbeat: when its server sent it (its own clock)
 
 
 def encode_updates(first: int, updates: list[bytes]) -> bytes:
@@ -120,8 +122,9 @@ class Receiver(Protocol):
         """This server's clients' states, for a server that asks."""
         ...
 
-    def drop_presence_of(self, server: str | None = None, *, renewed_before: float = 0.0) -> None:
-        """Drop the states of a server gone, or of any not renewed since a time."""
+    def drop_presence_of(self, server: str | None = None, *, renewed_before: float = 0.0) -> int:
+        """Drop the states of a server gone, or of any not renewed since a time; how
+        many."""
         ...
 
 
@@ -134,8 +137,12 @@ def key_prefix(db: str) -> str:
 class Bus:
     """One server's side of the bus. Create with `await Bus.open(...)`."""
 
-    def __init__(self, client: Any, url: str, node_id: str, prefix: str) -> None:
+    def __init__(
+        self, client: Any, url: str, node_id: str, prefix: str, metrics: Metrics | None = None
+    ) -> None:
         self.node_id = node_id
+        self.metrics = metrics = metrics or Metrics()
+        metrics.bus_connected = self._is_connected
         self._client = client  # redis-py: the lease and pings
         self._url = url
         # Two links: publishing (replies are counted, never waited for), and the
@@ -167,11 +174,14 @@ class Bus:
         self.on_missed: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _is_connected(self) -> bool:
+        return self.connected
+
     @classmethod
-    async def open(cls, url: str, node_id: str, prefix: str) -> Bus:
+    async def open(cls, url: str, node_id: str, prefix: str, metrics: Metrics | None = None) -> Bus:
         """Raises: StoreError: Redis does not answer."""
         client = aioredis.Redis.from_url(url, protocol=2, socket_timeout=_SOCKET_SECONDS)
-        bus = cls(client, url, node_id, prefix)
+        bus = cls(client, url, node_id, prefix, metrics)
         try:
             await client.ping()
             await bus._connect()
@@ -227,6 +237,7 @@ class Bus:
 
     def _send(self, channel: bytes, kind: bytes, payload: bytes, *, keep: bool = False) -> None:
         self._outbox.append((channel, kind + self._signature + payload, keep))
+        self.metrics.bus_published += 1
         if self._flushing is None:
             # Once this turn of the loop ends: what it produced goes in one write.
             self._flushing = asyncio.get_running_loop().call_soon(self._flush)
@@ -311,6 +322,7 @@ class Bus:
                 except StoreError:
                     continue
                 log.warning("bus: Redis is back; relaying again")
+                self.metrics.bus_reconnects += 1
                 await self._caught_up()
                 break
 
@@ -346,6 +358,7 @@ class Bus:
         if data.startswith(self._signature, 1):
             if channel == self._cluster and data[:1] == _ALIVE:
                 self._echoed = time.monotonic()  # Redis answers
+                self._relayed(data[1 + len(self._signature) :])
             return  # our own, back from Redis
         kind, (node, _, payload) = data[:1], data[1:].partition(b"\0")
         now = time.monotonic()
@@ -361,7 +374,9 @@ class Bus:
             if room is None:
                 return  # unwatched meanwhile
             if kind == _UPDATES:
-                room.receive_committed(decode_updates(payload))
+                updates = decode_updates(payload)
+                self.metrics.bus_updates_received += len(updates)
+                room.receive_committed(updates)
             elif kind == _STATES:
                 room.receive_presence(node.decode(), payload, now)
             elif kind == _QUERY and (states := room.presence()) is not None:
@@ -369,9 +384,15 @@ class Bus:
         except Exception:  # one bad message must not stop every later one
             log.exception("bus: a message from server %r failed", node)
 
+    def _relayed(self, sent_at: bytes) -> None:
+        # The relay's lag, on our own clock: a heartbeat of ours, back from Redis.
+        if len(sent_at) == _SENT_AT.size:
+            (sent,) = _SENT_AT.unpack(sent_at)
+            self.metrics.bus_relay_seconds.observe(max(0.0, time.monotonic() - sent))
+
     async def _beat_forever(self) -> None:
         while not self._closing:
-            self._send(self._cluster, _ALIVE, b"")
+            self._send(self._cluster, _ALIVE, _SENT_AT.pack(time.monotonic()))
             await asyncio.sleep(_HEARTBEAT_SECONDS)
             now = time.monotonic()
             for node, heard in list(self._heard.items()):
@@ -379,9 +400,10 @@ class Bus:
                     del self._heard[node]
                     log.info("bus: server %s is gone; dropping its clients' presence", node)
                     for room in list(self._watched.values()):
-                        room.drop_presence_of(node.decode())
+                        self.metrics.presence_dropped += room.drop_presence_of(node.decode())
             for room in list(self._watched.values()):
-                room.drop_presence_of(renewed_before=now - _STALE_SECONDS)
+                dropped = room.drop_presence_of(renewed_before=now - _STALE_SECONDS)
+                self.metrics.presence_dropped += dropped
 
     # --- who takes a document's versions
 

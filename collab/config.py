@@ -27,6 +27,7 @@ SQLiteSync = Literal["normal", "full"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 AuthMode = Literal["open", "token"]
 EventLoop = Literal["asyncio", "uvloop", "auto"]
+Switch = Literal["on", "off"]
 
 
 class DatabaseURL(str):
@@ -225,6 +226,19 @@ class Settings:
         64 * MiB, "Size quota of a document; an update that would pass it is refused."
     )
 
+    # --- Operations
+    metrics: Switch = _opt(
+        "on",
+        "Serve Prometheus metrics at /metrics: open without --auth token, else to an admin "
+        "token for every document ('*'); or see --metrics-listen.",
+        choices=("on", "off"),
+    )
+    metrics_listen: str = _opt(
+        "",
+        "Also serve /metrics (and only it) at HOST:PORT, with no token asked: for a "
+        "scraper on a private address, e.g. 127.0.0.1:9464.",
+    )
+
     # --- Logging
     log_level: LogLevel = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
 
@@ -251,6 +265,8 @@ class Settings:
             raise ValueError("port must be between 0 and 65535")
         parse_policy(self.retention)
         parse_hints(self.root_types)
+        if self.metrics_listen:
+            parse_address(self.metrics_listen)
         if self.auth == "token" and self.authorizer is None:
             if len(self.auth_secret.encode()) < MIN_SECRET_LENGTH:
                 raise ValueError(
@@ -270,6 +286,19 @@ class Settings:
     def room_prefix(self) -> str:
         """`base_path` with exactly one trailing slash."""
         return self.base_path.rstrip("/") + "/"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) -> (host, port).
+
+    Raises:
+        ValueError: it is not one.
+    """
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not HOST:PORT: {text!r}")
+    return host, int(port)
 
 
 def _split(text: str) -> frozenset[str]:

@@ -23,6 +23,7 @@ import pycrdt
 from collab.config import Settings
 from collab.errors import BadRequest, Conflict, DocNotFound, StoreError, UpdateRejected
 from collab.journal import Journal
+from collab.metrics import Metrics
 from collab.protocol import EMPTY_UPDATE
 from collab.room import Room
 from collab.rooms import Rooms
@@ -168,7 +169,7 @@ def check_label(label: Any) -> str:
     return label.strip()
 
 
-async def open_bus(settings: Settings) -> Bus | None:
+async def open_bus(settings: Settings, metrics: Metrics | None = None) -> Bus | None:
     """The bus of `settings.redis` (None without): the cluster this process is a node
     of, a server's or a command's.
 
@@ -186,21 +187,24 @@ async def open_bus(settings: Settings) -> Bus | None:
     node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
     # The nodes of one cluster name one database, a file maybe by different paths.
     db = settings.db.resolve() if isinstance(settings.db, Path) else settings.db
-    bus = await Bus.open(settings.redis, node_id, key_prefix(str(db)))
+    bus = await Bus.open(settings.redis, node_id, key_prefix(str(db)), metrics)
     log.info("cluster node %s, bus %s", node_id, settings.redis)
     return bus
 
 
 @asynccontextmanager
 async def open_documents(
-    store: DocumentStore, settings: Settings, bus: Bus | None = None
+    store: DocumentStore,
+    settings: Settings,
+    bus: Bus | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Documents]:
     """The documents of `store`, for a server or a command: a journal, the rooms over
     it, and the operations; with `bus`, they hear of and announce other servers'
     updates. On exit every room is saved and unloaded, then the journal stops (the store
     and the bus stay open: their opener closes them)."""
-    journal = Journal(store, settings, bus)
-    rooms = Rooms(journal, store, settings, bus)
+    journal = Journal(store, settings, bus, metrics)
+    rooms = Rooms(journal, store, settings, bus, journal.metrics)
     try:
         yield Documents(rooms, store, store, settings)
     finally:

@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from collab.config import Settings
 from collab.errors import StoreError
+from collab.metrics import Metrics
 from collab.store import DocumentLog, StoredDoc, Version, VersionKind
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,9 @@ class Ledger(Generic[P]):
             self._cover(self.offset + 1, self.offset)
         news = [(offset, update) for offset, update in entries if not self.holds(offset)]
         if news:
+            metrics = self._journal.metrics
+            metrics.catch_ups += 1
+            metrics.catch_up_updates += len(news)
             self._source.catch_up(news)
         return bool(news)
 
@@ -218,13 +222,21 @@ class Ledger(Generic[P]):
             StoreError
         """
         await self.flush()
+        started = time.perf_counter()
         counted, size_then, offset = self._unversioned, self.size, self.offset
         state = self._source.state()
+        metrics = self._journal.metrics
         # No await between reading the offset and the state: the state holds every
         # update up to that offset (and maybe more, harmlessly).
-        version = await self._journal.log.save_version(
-            self.name, state, offset, kind=kind, label=label
-        )
+        try:
+            version = await self._journal.log.save_version(
+                self.name, state, offset, kind=kind, label=label
+            )
+        except StoreError:
+            metrics.store_errors["version"] += 1
+            raise
+        metrics.versions[kind] += 1
+        metrics.version_seconds.observe(time.perf_counter() - started)
         self.size = len(state) + self.size - size_then
         self._unversioned -= counted
         self._first_unversioned = time.monotonic() if self._unversioned else None
@@ -363,14 +375,22 @@ class Ledger(Generic[P]):
 class Journal:
     """The commit pipeline of every document of one server."""
 
-    def __init__(self, log: DocumentLog, settings: Settings, bus: Publisher | None = None) -> None:
+    def __init__(
+        self,
+        log: DocumentLog,
+        settings: Settings,
+        bus: Publisher | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.log = log
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._bus = bus
         self._waiting: dict[Ledger[Any], None] = {}  # with writes to commit, in order
         self._wakeup = asyncio.Event()
         self._catching_up: dict[Ledger[Any], asyncio.Task[None]] = {}
         self._committed_at = 0.0  # when the last commit ended (the loop's clock)
+        self.failing: str | None = None  # why the last commit failed, until one succeeds
         self._committer = asyncio.create_task(self._commit_forever(), name="journal")
         self._closed = False
 
@@ -430,20 +450,29 @@ class Journal:
         self._waiting.clear()
         taken = {ledger: ledger._take() for ledger in ledgers}
         batch = {ledger.name: updates for ledger, (_, updates) in taken.items() if updates}
+        total = sum(len(updates) for updates in batch.values())
+        metrics = self.metrics
+        started = time.perf_counter()
         try:
             reached = await self.log.append(batch) if batch else {}
         # Not only StoreError: whatever fails, this task must live on, or every room's
         # next update would wait forever.
         except Exception as exc:  # noqa: BLE001
-            count = sum(len(updates) for updates in batch.values())
+            metrics.store_errors["commit"] += 1
+            metrics.commit_retries += 1
+            self.failing = str(exc) or type(exc).__name__
             log.error(
-                "%d updates of %d documents not stored yet, retrying: %s", count, len(batch), exc
+                "%d updates of %d documents not stored yet, retrying: %s", total, len(batch), exc
             )
             self._waiting = {
                 **{ledger: None for ledger in ledgers if not ledger._discarded},
                 **self._waiting,
             }
             return False
+        self.failing = None
+        if batch:
+            metrics.commit_seconds.observe(time.perf_counter() - started)
+            metrics.commit_updates.observe(total)
         for ledger, (count, updates) in taken.items():
             if ledger._discarded:
                 continue
@@ -467,6 +496,7 @@ class Journal:
                 if not await ledger.read_log():
                     break
         except StoreError as exc:
+            self.metrics.store_errors["read"] += 1
             log.error(
                 "%s: cannot read the log after offset %d: %s", ledger.name, ledger.offset, exc
             )

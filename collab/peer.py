@@ -15,6 +15,7 @@ from collections import deque
 from typing import Protocol
 
 from collab.auth import OPEN_GRANT, Grant, Permission
+from collab.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ class Peer:
         connection: Connection | None = None,
         grant: Grant = OPEN_GRANT,
         access: Permission = "admin",
+        metrics: Metrics | None = None,
     ) -> None:
         self.label = label
+        self._metrics = metrics or Metrics()
         self._connection = connection
         self._live = connection  # None once the connection has ended
         self.grant = grant  # the credential it came with
@@ -78,6 +81,11 @@ class Peer:
         return f"<Peer {self.label}>"
 
     @property
+    def outbox_bytes(self) -> int:
+        """Bytes queued for this peer and not yet handed to its connection."""
+        return self._outbox_bytes
+
+    @property
     def closing(self) -> bool:
         return self.close_code is not None
 
@@ -91,15 +99,18 @@ class Peer:
         if self.close_code is not None:
             return
         if not self._outbox and self._live is not None and self._live.write_now(frame):
+            self._metrics.sent_bytes += len(frame)
             return  # nothing waits before it, and the socket takes it now
         # Over the limit *before* this frame: a reader that keeps up can still be handed a
         # whole large frame or a large document's sync at once.
         if self._outbox_bytes > self._max_outbox_bytes:
             log.warning("%s: dropped, %d bytes not yet read", self, self._outbox_bytes)
+            self._metrics.slow_consumers_closed += 1
             self.close(CLOSE_TRY_AGAIN_LATER, "too slow: send buffer full")
             if self._live is not None:
                 self._live.abort()  # it reads nothing, so a close frame would never get through
             return
+        self._metrics.sent_bytes += len(frame)
         if self._outbox is None:
             self._outbox = deque()
         self._outbox.append(frame)

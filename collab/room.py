@@ -31,6 +31,7 @@ from collab.awareness import Awareness
 from collab.config import Settings
 from collab.errors import ProtocolError, QuotaExceeded, UnsupportedMessage, UpdateRejected
 from collab.journal import Journal, Ledger
+from collab.metrics import Metrics
 from collab.peer import Peer
 from collab.store import StoredDoc
 from collab.yjs.document import Document
@@ -63,8 +64,16 @@ class _Answer:
 class Room:
     """A document while it is loaded: made by the registry from what the store holds."""
 
-    def __init__(self, name: str, settings: Settings, journal: Journal, stored: StoredDoc) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        journal: Journal,
+        stored: StoredDoc,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.name = name
+        self._metrics = metrics or Metrics()
         self.document = Document()
         self.awareness = Awareness()
         self.peers: dict[Peer, None] = {}  # insertion-ordered set
@@ -108,6 +117,7 @@ class Room:
         peer.send(protocol.encode_sync_step1(self.document.state_vector()))
         if states := self.awareness.states:
             peer.send(protocol.encode_awareness(states))
+            self._metrics.awareness_sent += 1
 
     def leave(self, peer: Peer) -> None:
         """Remove `peer` and, at once, the awareness states it owned."""
@@ -132,9 +142,11 @@ class Room:
             case protocol.SyncStep1(state_vector):
                 self._answer_sync(peer, state_vector)
             case protocol.AwarenessUpdate(entries):
+                self._metrics.awareness_received += 1
                 self._apply_awareness(peer, entries)
             case protocol.QueryAwareness():
                 peer.send(protocol.encode_awareness(self.awareness.states))
+                self._metrics.awareness_sent += 1
             case protocol.PermissionDenied():
                 raise UnsupportedMessage("clients do not send auth messages")
 
@@ -183,17 +195,24 @@ class Room:
     def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> None:
         if update == protocol.EMPTY_UPDATE:
             return
+        metrics = self._metrics
+        metrics.updates_received += 1
         if not allows(peer.access, "write"):
             # A read-only client answers our SyncStep1 with its whole delete set even when
             # it changed nothing; only an attempt to add something is worth telling it about.
             if live or self.document.holds_new_structs(update):
+                metrics.updates_refused["read_only"] += 1
                 self._deny(peer, "read-only: your changes to this document are not saved")
             return
         try:
             self._apply(peer, update)
         except QuotaExceeded as exc:
+            metrics.updates_refused["quota"] += 1
             log.warning("%s: refused an update of %s: %s", self.name, peer, exc)
             self._deny(peer, str(exc))
+        except UpdateRejected:
+            metrics.updates_refused["invalid"] += 1
+            raise
 
     def _deny(self, peer: Peer, reason: str) -> None:
         now = time.monotonic()
@@ -207,6 +226,8 @@ class Room:
         if check_quota:
             self._check_quota(self.ledger.size + len(update))
         applied = self.document.apply(update)
+        if applied.updates and sender is not None:
+            self._metrics.updates_applied += 1
         # Peers get what the document integrated. When parts that waited here came with
         # it, they may not be the sender's own: then the sender gets it all too.
         owner = None if applied.for_sender else sender
@@ -227,6 +248,8 @@ class Room:
 
     def _answer_sync(self, peer: Peer, state_vector: bytes) -> None:
         frames = self._sync_frames(state_vector)
+        self._metrics.sync_answers += 1
+        self._metrics.sync_answer_bytes.observe(sum(len(frame) for frame in frames))
         if not self.ledger.hold(_Answer(peer, frames)):
             for frame in frames:
                 peer.send(frame)
@@ -266,14 +289,18 @@ class Room:
             return
         senders = {sender for sender, _ in parts}
         frames = self._update_frames([update for _, update in parts])
+        sent = 0
         for peer in self.peers:
             if peer not in senders:
                 for frame in frames:
                     peer.send(frame)
+                sent += len(frames)
                 continue
             others = [update for sender, update in parts if sender is not peer]
             for frame in self._update_frames(others) if others else ():
                 peer.send(frame)
+                sent += 1
+        self._metrics.updates_relayed += sent
 
     # --- awareness
 
@@ -353,9 +380,10 @@ class Room:
         own = [entry for entry in self.awareness.states if entry.client_id in self._owners]
         return protocol.encode_awareness(own) if own else None
 
-    def drop_presence_of(self, server: str | None = None, *, renewed_before: float = 0.0) -> None:
+    def drop_presence_of(self, server: str | None = None, *, renewed_before: float = 0.0) -> int:
         """Remove the states of another server's clients: all those of `server` (it is
-        gone), or of any server not renewed since `renewed_before` (they are stale)."""
+        gone), or of any server not renewed since `renewed_before` (they are stale).
+        Returns how many it removed."""
         gone = [
             client_id
             for client_id, (owner, renewed) in self._remote.items()
@@ -365,10 +393,12 @@ class Room:
             del self._remote[client_id]
         if gone:
             self._announce(self.awareness.remove(gone))
+        return len(gone)
 
     def _send_all(self, frame: bytes) -> None:
         for peer in self.peers:
             peer.send(frame)
+        self._metrics.awareness_sent += len(self.peers)
 
     # --- what the ledger calls back (collab/journal.py `Source`)
 

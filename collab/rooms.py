@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from collab.config import Settings
 from collab.errors import DocNotFound, StoreError
 from collab.journal import Journal
+from collab.metrics import Metrics
 from collab.room import Room
 from collab.store import Catalogue
 
@@ -31,9 +32,17 @@ class Rooms:
     """Every loaded room, with a lease count per name (one lease per connection)."""
 
     def __init__(
-        self, journal: Journal, catalogue: Catalogue, settings: Settings, bus: Bus | None = None
+        self,
+        journal: Journal,
+        catalogue: Catalogue,
+        settings: Settings,
+        bus: Bus | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._journal = journal
+        self._metrics = metrics = metrics or Metrics()
+        metrics.rooms_loaded = self.__len__
+        metrics.outbox_bytes = self._outbox_bytes
         self._bus = bus
         self._catalogue = catalogue
         self._settings = settings
@@ -49,11 +58,19 @@ class Rooms:
             bus.on_deleted = self._deleted_elsewhere
             bus.on_missed.append(self._look_for_deleted)
 
+    @property
+    def journal(self) -> Journal:
+        """The commit pipeline the rooms write to."""
+        return self._journal
+
     def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
 
     def __len__(self) -> int:
         return len(self._rooms)
+
+    def _outbox_bytes(self) -> int:
+        return sum(peer.outbox_bytes for room in self._rooms.values() for peer in room.peers)
 
     @property
     def closed(self) -> bool:
@@ -97,8 +114,12 @@ class Rooms:
     async def _load(self, name: str) -> Room:
         started = time.perf_counter()
         try:
-            stored = await self._journal.log.load(name)
-            room = Room(name, self._settings, self._journal, stored)
+            try:
+                stored = await self._journal.log.load(name)
+            except StoreError:
+                self._metrics.store_errors["read"] += 1
+                raise
+            room = Room(name, self._settings, self._journal, stored, self._metrics)
             if self._bus is not None:
                 # From here the bus relays what other servers commit; what they
                 # committed since the load is in the log.
@@ -108,7 +129,10 @@ class Rooms:
         finally:
             del self._loading[name]
         self._rooms[name] = room
-        log.debug("%s: loaded in %.1f ms", name, (time.perf_counter() - started) * 1000)
+        took = time.perf_counter() - started
+        self._metrics.room_loads += 1
+        self._metrics.room_load_seconds.observe(took)
+        log.debug("%s: loaded in %.1f ms", name, took * 1000)
         return room
 
     def release(self, name: str) -> None:
@@ -149,6 +173,7 @@ class Rooms:
         if self._bus is not None:
             self._bus.unwatch(name)
         room.stop()
+        self._metrics.room_unloads += 1
         log.debug("%s: unloaded", name)
 
     async def delete(self, name: str) -> bool:

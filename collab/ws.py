@@ -15,7 +15,7 @@ from collections.abc import Callable
 from aiohttp import WSMsgType, web
 
 from collab import protocol
-from collab.appkeys import FRAMES, GUARD, ROOMS, SETTINGS
+from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
 from collab.auth import Grant, Permission
 from collab.config import Settings
 from collab.errors import (
@@ -28,6 +28,7 @@ from collab.errors import (
 )
 from collab.frames import DirectWriter
 from collab.limits import TokenBucket
+from collab.metrics import Metrics
 from collab.names import doc_name_from_path
 from collab.peer import CLOSE_GOING_AWAY, Peer
 from collab.room import Room
@@ -77,6 +78,7 @@ def _refusal(request: web.Request, exc: CollabError) -> web.Response:
         exc.status,
         exc,
     )
+    request.app[METRICS].upgrades_refused[(str(exc.status), exc.code)] += 1
     return web.Response(status=exc.status, text=f"{exc}\n", headers=exc.headers)
 
 
@@ -94,22 +96,29 @@ async def _serve_room(
     # meanwhile (a cold load measured about 6 ms sooner); nothing is sent or read in the
     # room until it has loaded.
     await ws.prepare(request)
+    metrics = request.app[METRICS]
+    metrics.connections_opened += 1
+    metrics.connections_open += 1
     rooms = request.app[ROOMS]
     try:
-        room = await rooms.acquire(name)
-    except StoreError as exc:
-        if rooms.closed:
-            code, level, reason = CLOSE_GOING_AWAY, logging.INFO, b"server shutting down"
-        else:
-            code, level, reason = exc.close_code, logging.ERROR, b"cannot load the document"
-        log.log(level, "%s %r: closed with %d: %s", _address(request), name, code, exc)
-        await ws.close(code=code, message=reason)
-        _stop_heartbeat(ws)
-        return ws
-    try:
-        return await _serve(request, ws, room, grant, access)
+        try:
+            room = await rooms.acquire(name)
+        except StoreError as exc:
+            if rooms.closed:
+                code, level, reason = CLOSE_GOING_AWAY, logging.INFO, b"server shutting down"
+            else:
+                code, level, reason = exc.close_code, logging.ERROR, b"cannot load the document"
+            log.log(level, "%s %r: closed with %d: %s", _address(request), name, code, exc)
+            metrics.closed(code)
+            await ws.close(code=code, message=reason)
+            _stop_heartbeat(ws)
+            return ws
+        try:
+            return await _serve(request, ws, room, grant, access, metrics)
+        finally:
+            rooms.release(name)
     finally:
-        rooms.release(name)
+        metrics.connections_open -= 1
 
 
 async def _serve(
@@ -118,6 +127,7 @@ async def _serve(
     room: Room,
     grant: Grant,
     access: Permission,
+    metrics: Metrics,
 ) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     peer = Peer(
@@ -126,18 +136,20 @@ async def _serve(
         connection=_Connection(request, ws),
         grant=grant,
         access=access,
+        metrics=metrics,
     )
     expiry = _expire_at(peer, grant.expires_at)
     room.join(peer)
     log.debug("%s: joined with %s access", peer, access)
     try:
-        await _read(ws, room, peer, settings)
+        await _read(ws, room, peer, settings, metrics)
     finally:
         peer.detach()
         if expiry is not None:
             expiry.cancel()
         room.leave(peer)
         peer.close(ws.close_code or 1000, "")
+        metrics.closed(peer.close_code or 1000)
         if (writer := peer.writer) is not None:
             await _finish(writer, request)
         _stop_heartbeat(ws)
@@ -160,7 +172,9 @@ def _close(peer: Peer, code: int, reason: str) -> None:
     peer.close(code, reason)
 
 
-async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Settings) -> None:
+async def _read(
+    ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Settings, metrics: Metrics
+) -> None:
     now = time.monotonic()
     messages = TokenBucket(
         settings.max_messages_per_second, settings.max_messages_per_second * _BURST_SECONDS, now
@@ -181,6 +195,7 @@ async def _read(ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Set
             await asyncio.sleep(0)
         now = time.monotonic()
         size = len(message.data) if isinstance(message.data, bytes | str) else 0
+        metrics.received_bytes += size
         if not (messages.allow(1, now) and volume.allow(size, now)):
             _refuse(peer, TooMany.close_code, "too many messages or bytes per second")
             return

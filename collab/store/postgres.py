@@ -334,6 +334,16 @@ class PostgresStore:
         async with self._connection("the database does not answer") as conn:
             await conn.fetchval("SELECT 1")
 
+    async def writable(self) -> None:
+        """Raises: StoreError: the database does not answer, or takes no writes (a
+        standby in recovery, or transactions read-only)."""
+        async with self._connection("the database does not answer") as conn:
+            recovering, read_only = await conn.fetchrow(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
+            )
+        if recovering or read_only:
+            raise StoreError("the database takes no writes (read-only or in recovery)")
+
     async def close(self) -> None:
         """Wait for the queries in flight (a while), then close every connection."""
         if self._closed:

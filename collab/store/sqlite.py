@@ -43,6 +43,7 @@ _INLINE_BYTES = 256 * 1024
 # the most seconds between two while anything is written.
 _CHECKPOINT_COMMITS = 500
 _CHECKPOINT_SECONDS = 2.0
+_PROBE_SECONDS = 1.0  # how long the readiness probe waits for the write lock
 
 # The version loading starts from: the one covering most of the log (a late writer's
 # version may cover less than an earlier one), the newest of those.
@@ -535,6 +536,25 @@ class SQLiteStore:
             await self._reader.execute_fetchall("SELECT 1")
         except sqlite3.Error as exc:
             raise StoreError(f"the database does not answer: {exc}") from exc
+
+    async def writable(self) -> None:
+        """Raises: StoreError: a write could not start now (another process holds the
+        write lock past a second, the file or its directory is read-only...)."""
+        if self._closing:
+            raise StoreError("store is closed")
+        await asyncio.to_thread(self._try_write)
+
+    def _try_write(self) -> None:
+        # Its own connection, in a thread: the writer's may be in use on the loop.
+        try:
+            conn = sqlite3.connect(self._path, timeout=_PROBE_SECONDS, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"the database cannot be written: {exc}") from exc
 
     async def close(self) -> None:
         self._closing = True
