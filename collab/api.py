@@ -160,9 +160,12 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """The metrics (collab/metrics.py), to whoever may administer every document: they
     name no document, but they tell how the server is used."""
-    if request.app[SETTINGS].metrics != "on":
-        raise NotFound("metrics are off (--metrics off)")
-    await _require_global_admin(request)
+    try:
+        if request.app[SETTINGS].metrics != "on":
+            raise NotFound("metrics are off (--metrics off)")
+        await _require_global_admin(request)
+    except CollabError as exc:  # outside /api: the error's status, as text
+        return web.Response(status=exc.status, text=f"{exc}\n", headers=exc.headers)
     return await metrics_apart(request)
 
 

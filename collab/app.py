@@ -273,7 +273,10 @@ async def serve(settings: Settings, store: Store | None = None) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
-        runner.app[STOPPING].set()  # /readyz says so while connections close
+        runner.app[STOPPING].set()  # /readyz says so from now on
+        if settings.drain_seconds > 0:
+            log.info("draining for %.1f s (/readyz answers 503)", settings.drain_seconds)
+            await asyncio.sleep(settings.drain_seconds)
         log.info("shutting down")
     finally:
         await runner.cleanup()

@@ -178,6 +178,11 @@ class Settings:
     shutdown_seconds: float = _opt(
         10.0, "On SIGINT/SIGTERM, how long to wait for connections to close."
     )
+    drain_seconds: float = _opt(
+        0.0,
+        "On SIGINT/SIGTERM, first serve this long as before with /readyz answering 503, "
+        "so that a load balancer stops sending clients here; then close.",
+    )
 
     # --- Access
     auth: AuthMode = _opt(
@@ -261,6 +266,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.drain_seconds < 0:
+            raise ValueError("drain_seconds must not be negative")
         if self.port < 0 or self.port > 65535:
             raise ValueError("port must be between 0 and 65535")
         parse_policy(self.retention)

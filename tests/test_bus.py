@@ -22,7 +22,9 @@ from collab import protocol
 from collab.bus import Bus, key_prefix
 from collab.client import Client
 from collab.errors import StoreError
+from collab.metrics import METRICS
 from tests.conftest import RunningServer, ServerProcess
+from tests.test_metrics import moved, scrape, value
 
 MakeServer = Callable[..., Awaitable[RunningServer]]
 
@@ -43,6 +45,14 @@ async def test_edits_on_either_server_reach_the_clients_of_the_other_at_once(
         await alice.wait_for(lambda: text_of(alice) == "from a, then b", timeout=5)
         async with Client(b.url, "doc") as late:  # a fresh client of either has it all
             assert text_of(late) == "from a, then b"
+    samples = await scrape(a.http + "/metrics")
+    assert value(samples, "collab_bus_connected") == 1
+    assert value(samples, "collab_bus_updates_received_total") >= 1  # bob's
+    assert value(samples, "collab_bus_published_total") >= 1
+    names = {name for name, _ in samples}
+    for spec in METRICS:  # the cluster's metrics too
+        exported = {"counter": "_total", "gauge": "", "histogram": "_count"}[spec.kind]
+        assert f"collab_{spec.name}{exported}" in names or spec.labels, spec.name
 
 
 async def test_two_servers_given_one_node_id_by_mistake_still_hear_each_other(
@@ -163,6 +173,7 @@ async def test_redis_killed_and_restarted_empty_loses_nothing_and_the_relay_resu
         alice_text.insert(0, "a0 ")
         await bob.wait_for(lambda: "a0" in text_of(bob), timeout=5)
 
+        before = await scrape(a.http + "/metrics")
         redis.kill()
         await asyncio.to_thread(redis.wait, 10)
         for i in range(1, 4):  # while Redis is away: read from the database
@@ -170,6 +181,12 @@ async def test_redis_killed_and_restarted_empty_loses_nothing_and_the_relay_resu
             bob_text.insert(0, f"b{i} ")
             await bob.wait_for(lambda i=i: f"a{i}" in text_of(bob), timeout=10)
             await alice.wait_for(lambda i=i: f"b{i}" in text_of(alice), timeout=10)
+        async with aiohttp.ClientSession() as session, session.get(a.http + "/readyz") as ready:
+            assert ready.status == 503  # editing goes on, but a balancer should look elsewhere
+            assert (await ready.json())["redis"] != "ok"
+        away = await scrape(a.http + "/metrics")
+        assert value(away, "collab_bus_connected") == 0
+        assert moved(before, away, "collab_catch_ups_total") >= 1  # bob's, from the database
 
         restarted = await asyncio.to_thread(start_redis, port_of(url), tmp_path)
         try:
@@ -190,6 +207,13 @@ async def test_redis_killed_and_restarted_empty_loses_nothing_and_the_relay_resu
             finally:
                 await fresh.aclose()
             print(f"relay resumed {resumed:.2f} s after redis-server was started again")
+            back = await scrape(a.http + "/metrics")
+            assert value(back, "collab_bus_connected") == 1
+            assert moved(before, back, "collab_bus_reconnects_total") == 1
+            async with asyncio.timeout(5):  # a heartbeat a second, back through Redis
+                while not moved(away, back, "collab_bus_relay_seconds_count"):
+                    await asyncio.sleep(0.2)
+                    back = await scrape(a.http + "/metrics")
         finally:
             restarted.kill()
             await asyncio.to_thread(restarted.wait, 10)
