@@ -108,7 +108,7 @@ METRICS: tuple[Spec, ...] = (
     Spec("awareness_sent", "counter", "Awareness messages sent to clients."),
     Spec("slow_consumers_closed", "counter", "Clients closed for not reading (1013)."),
     Spec("outbox_bytes", "gauge", "Bytes queued for clients and not yet written."),
-    Spec("versions", "counter", "Versions taken, by kind (auto, named, restore).", ("kind",)),
+    Spec("versions", "counter", "Versions taken, by kind (auto, named, pre-restore).", ("kind",)),
     Spec("version_seconds", "histogram", "Time to take and store one version."),
     Spec("retention_runs", "counter", "Runs of the retention job."),
     Spec("retention_failures", "counter", "Runs of the retention job that failed."),
@@ -155,6 +155,7 @@ PROCESS_METRICS = (
     "process_virtual_memory_bytes",
     "process_cpu_seconds",
     "process_open_fds",
+    "process_max_fds",
     "process_start_time_seconds",
 )
 

@@ -1,0 +1,62 @@
+"""docs/operations.md and its Grafana dashboard name only metrics a running server
+exports, and name all of them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from collab.metrics import METRICS
+from tests.conftest import RunningServer
+
+MakeServer = Callable[..., Awaitable[RunningServer]]
+DOCS = Path(__file__).parent.parent / "docs"
+NAME = re.compile(r"\bcollab_[a-z_]+[a-z]\b")
+
+
+def dashboard_names() -> set[str]:
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert exprs, "the dashboard has no queries"
+    return {name for expr in exprs for name in NAME.findall(expr)}
+
+
+async def exported(make_server: MakeServer, redis_url: str) -> set[str]:
+    """The names a cluster node exports (a cluster's are a single server's and more):
+    every family, with its series; a labelled counter nothing counted yet has no series,
+    but its family is there."""
+    node = await make_server(redis=redis_url)
+    async with aiohttp.ClientSession() as session, session.get(node.http + "/metrics") as got:
+        assert got.status == 200
+        text = await got.text()
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+async def test_every_metric_the_dashboard_names_is_exported(
+    make_server: MakeServer, redis_url: str
+) -> None:
+    names = await exported(make_server, redis_url)
+    missing = sorted(dashboard_names() - names)
+    assert not missing, f"the dashboard names metrics no server exports: {missing}"
+
+
+async def test_every_metric_the_docs_name_is_exported_and_every_one_is_documented(
+    make_server: MakeServer, redis_url: str
+) -> None:
+    text = (DOCS / "operations.md").read_text()
+    names = await exported(make_server, redis_url)
+    named = set(NAME.findall(text))
+    missing = sorted(named - names)
+    assert not missing, f"docs/operations.md names metrics no server exports: {missing}"
+    for spec in METRICS:
+        documented = f"collab_{spec.name}" + ("_total" if spec.kind == "counter" else "")
+        assert f"| `{documented}` |" in text, f"{documented} is not in docs/operations.md"
