@@ -144,7 +144,9 @@ async def test_a_backup_while_people_type_is_every_document_at_one_moment(
             contents[name] = str(reader.doc.get("t", type=pycrdt.Text))
     tokens = [int(t) for text in contents.values() for t in text.split(";") if t]
     total = len(tokens)
-    assert before <= total <= after, (before, total, after)
+    # Tokens seen before the backup started are in; one typed but not yet seen when it
+    # ended may be too (committed, on its way to the observer).
+    assert before <= total <= after + 1, (before, total, after)
     for index, name in enumerate(names):
         assert contents[name] == "".join(f"{n};" for n in range(index, total, TYPED)), name
     async with aiohttp.ClientSession() as http:
