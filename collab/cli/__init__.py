@@ -3,7 +3,8 @@
 Every `Settings` field is a flag of `collab serve` and a `COLLAB_*` environment variable;
 a flag given on the command line wins over the variable, which wins over the default.
 The document commands (docs, export, import, versions, version, restore, compact) take
-the flags that concern them and run through commands.py.
+the flags that concern them and run through commands.py; `backup` copies the SQLite file
+itself (backup.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from collab import __version__
 from collab.app import run, serve
 from collab.auth import MIN_SECRET_LENGTH, Permission, mint
-from collab.cli import commands
+from collab.cli import backup, commands
 from collab.config import Secret, Settings, env_name, flag_name, setting_fields
 from collab.documents import FORMATS
 from collab.errors import CollabError
@@ -168,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
         "take a version of grown logs and thin versions by the retention policy",
         frozenset({"retention"}),
     )
+    backup_parser = commands.add_parser(
+        "backup",
+        help="copy the SQLite database, consistently, while servers run",
+        description="Write a consistent copy of the SQLite database to DEST, as it is when "
+        "the copy begins, whether or not a server runs (SQLite's online backup; never "
+        "through a server). For PostgreSQL use pg_dump.",
+    )
+    backup_parser.add_argument("dest", metavar="DEST", help="the file to write the copy to")
+    backup_parser.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    _add_setting_flags(backup_parser, frozenset({"db"}))
     token = commands.add_parser(
         "token",
         help="mint a signed token for a document (or a pattern such as 'team/*')",
@@ -216,6 +227,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             run(serve(settings), settings.event_loop)
         elif args.command == "token":
             print(_mint(settings, args))
+        elif args.command == "backup":
+            backup.run(settings, args)
         else:
             token = _server_token(settings, args, os.environ if environ is None else environ)
             asyncio.run(commands.run(args.command, settings, args, token=token))

@@ -31,7 +31,8 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         )
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
+    """`count` bytes for people: 42 B, 3.1 KB, 100.3 MB."""
     for unit in ("B", "KB", "MB"):
         if count < 1024 or unit == "MB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
@@ -48,7 +49,7 @@ async def docs(reach: Reach, args: argparse.Namespace) -> None:
     else:
         rows = [["NAME", "SIZE", "UPDATES", "CLIENTS", "LAST CHANGE"]]
         rows += [
-            [d.name, _size(d.size), str(d.update_count), str(d.clients), iso_time(d.updated_at)]
+            [d.name, size_text(d.size), str(d.update_count), str(d.clients), iso_time(d.updated_at)]
             for d in found
         ]
         _table(rows, sys.stdout)
@@ -69,7 +70,7 @@ async def export(reach: Reach, args: argparse.Namespace) -> None:
 async def import_(reach: Reach, args: argparse.Namespace) -> None:
     source = sys.stdin.buffer.read if args.file == "-" else Path(args.file).read_bytes
     data = await asyncio.to_thread(source)
-    _note(f"importing {_size(len(data))} into {args.name!r} through the {reach.where}")
+    _note(f"importing {size_text(len(data))} into {args.name!r} through the {reach.where}")
     await reach.documents.import_update(args.name, data)
     print(f"imported {len(data)} bytes into {args.name}")
 
@@ -81,7 +82,7 @@ async def versions(reach: Reach, args: argparse.Namespace) -> None:
         return
     rows = [["ID", "TIME", "KIND", "SIZE", "LABEL"]]
     rows += [
-        [str(v.id), iso_time(v.created_at), v.kind, _size(v.size), v.label or ""] for v in found
+        [str(v.id), iso_time(v.created_at), v.kind, size_text(v.size), v.label or ""] for v in found
     ]
     _table(rows, sys.stdout)
 
