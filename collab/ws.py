@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from collab import logs, protocol
 from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
@@ -228,13 +228,12 @@ async def _read(
             _refuse(peer, UnsupportedMessage.close_code, "text frames are not part of the protocol")
             return
         elif message.type is WSMsgType.ERROR:
-            # aiohttp has already closed the socket, with 1009 for an oversize message.
+            # aiohttp has already closed the socket, with 1009 for an oversize message
+            # (close_code is then what the client answered, or 1006 if the close failed).
+            error = ws.exception()
+            sent = error.code if isinstance(error, WebSocketError) else ws.close_code
             log.warning(
-                "%s: closed (%s): %s",
-                peer,
-                ws.close_code,
-                ws.exception(),
-                extra={"close_code": ws.close_code},
+                "%s: closed (%s): %s", peer, ws.close_code, error, extra={"close_code": sent}
             )
             return
 
