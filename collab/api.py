@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from collab import __version__
+from collab import __version__, logs
 from collab.appkeys import CHECKS, DOCUMENTS, GUARD, READY, REGISTRY, ROOMS, SETTINGS, STOPPING
 from collab.auth import Permission, Revocation, allows
 from collab.documents import Exported, check_format
@@ -63,6 +63,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             request.path,
             exc.status,
             exc,
+            extra={"status": exc.status},
         )
         return web.json_response(exc.as_json(), status=exc.status, headers=exc.headers)
 
@@ -95,7 +96,9 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _name(request: web.Request) -> str:
-    return check_doc_name(request.match_info["name"], request.app[SETTINGS].max_name_length)
+    name = check_doc_name(request.match_info["name"], request.app[SETTINGS].max_name_length)
+    logs.add(document=name)  # every line logged for this request names it
+    return name
 
 
 async def _allow(request: web.Request, need: Permission) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from collab import __version__, api, pages, ws
+from collab import __version__, api, logs, pages, ws
 from collab.appkeys import (
     CHECKS,
     DOCUMENTS,
@@ -62,7 +62,9 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
         store: a store to use instead of the SQLite file of `settings.db` (the app
             closes it on cleanup).
     """
-    app = web.Application(middlewares=[_room_upgrades], client_max_size=settings.max_message_bytes)
+    app = web.Application(
+        middlewares=[_log_scope, _room_upgrades], client_max_size=settings.max_message_bytes
+    )
     app[SETTINGS] = settings
     app[FRAMES] = FrameCache()
     app[METRICS] = metrics = Metrics()
@@ -83,6 +85,14 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     api.add_routes(app)
     pages.add_routes(app)
     return app
+
+
+@web.middleware
+async def _log_scope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Every line logged while serving a request names its client (collab.logs); the
+    # handlers add the document once they have read its name.
+    with logs.context(peer=ws.peer_address(request)):
+        return await handler(request)
 
 
 @web.middleware

@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from collab.errors import StoreError
+from collab.logs import redact
 from collab.metrics import Metrics
 from collab.redislink import RedisLink, Reply
 
@@ -187,7 +188,7 @@ class Bus:
             await bus._connect()
         except (RedisError, OSError, StoreError) as exc:
             await client.aclose()
-            raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
+            raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from exc
         bus._tasks = [
             asyncio.create_task(bus._keep_connected(), name="bus links"),
             asyncio.create_task(bus._beat_forever(), name="bus heartbeat"),

@@ -17,6 +17,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from collab.auth import MIN_SECRET_LENGTH, Authorizer
+from collab.logs import LogFormat
 from collab.store.retention import parse_policy
 from collab.yjs.roots import parse_hints
 
@@ -246,6 +247,12 @@ class Settings:
 
     # --- Logging
     log_level: LogLevel = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
+    log_format: LogFormat = _opt(
+        "text",
+        "'text': 'time LEVEL logger: message' lines; 'json': one JSON object a line, with "
+        "the document, peer and close code where known (docs/operations.md).",
+        choices=("text", "json"),
+    )
 
     def __post_init__(self) -> None:
         if not self.base_path.startswith("/"):

@@ -23,6 +23,7 @@ import pycrdt
 from collab.config import Settings
 from collab.errors import BadRequest, Conflict, DocNotFound, StoreError, UpdateRejected
 from collab.journal import Journal
+from collab.logs import redact
 from collab.metrics import Metrics
 from collab.protocol import EMPTY_UPDATE
 from collab.room import Room
@@ -188,7 +189,7 @@ async def open_bus(settings: Settings, metrics: Metrics | None = None) -> Bus | 
     # The nodes of one cluster name one database, a file maybe by different paths.
     db = settings.db.resolve() if isinstance(settings.db, Path) else settings.db
     bus = await Bus.open(settings.redis, node_id, key_prefix(str(db)), metrics)
-    log.info("cluster node %s, bus %s", node_id, settings.redis)
+    log.info("cluster node %s, bus %s", node_id, redact(settings.redis))
     return bus
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Mapping
 from typing import Protocol
 
 from collab.auth import OPEN_GRANT, Grant, Permission
@@ -60,9 +61,16 @@ class Peer:
         grant: Grant = OPEN_GRANT,
         access: Permission = "admin",
         metrics: Metrics | None = None,
+        log_fields: Mapping[str, object] | None = None,
     ) -> None:
+        """
+        Args:
+            log_fields: what log lines about it say (collab.logs: its document, its peer
+                address), also when they are logged on another connection's behalf.
+        """
         self.label = label
         self._metrics = metrics or Metrics()
+        self.log_fields = dict(log_fields or {})
         self._connection = connection
         self._live = connection  # None once the connection has ended
         self.grant = grant  # the credential it came with
@@ -79,6 +87,10 @@ class Peer:
 
     def __repr__(self) -> str:
         return f"<Peer {self.label}>"
+
+    def log_extra(self, close_code: int) -> dict[str, object]:
+        """The `extra=` of a line saying it was closed with `close_code`."""
+        return {**self.log_fields, "close_code": close_code}
 
     @property
     def outbox_bytes(self) -> int:
@@ -104,7 +116,13 @@ class Peer:
         # Over the limit *before* this frame: a reader that keeps up can still be handed a
         # whole large frame or a large document's sync at once.
         if self._outbox_bytes > self._max_outbox_bytes:
-            log.warning("%s: dropped, %d bytes not yet read", self, self._outbox_bytes)
+            # Logged while another connection's message is handed out: name this one.
+            log.warning(
+                "%s: dropped, %d bytes not yet read",
+                self,
+                self._outbox_bytes,
+                extra=self.log_extra(CLOSE_TRY_AGAIN_LATER),
+            )
             self._metrics.slow_consumers_closed += 1
             self.close(CLOSE_TRY_AGAIN_LATER, "too slow: send buffer full")
             if self._live is not None:

@@ -22,6 +22,7 @@ import hiredis
 from redis.asyncio.connection import parse_url
 
 from collab.errors import StoreError
+from collab.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class RedisLink(asyncio.Protocol):
         except (OSError, TimeoutError, hiredis.ReplyError) as exc:
             if link is not None:
                 link.close()
-            raise StoreError(f"cannot reach Redis at {url}: {exc!r}") from exc
+            raise StoreError(f"cannot reach Redis at {redact(url)}: {exc!r}") from exc
         link._on_reply = on_reply
         return link
 

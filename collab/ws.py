@@ -12,9 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
-from collab import protocol
+from collab import logs, protocol
 from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
 from collab.auth import Grant, Permission
 from collab.config import Settings
@@ -56,6 +56,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     guard = request.app[GUARD]
     try:
         name = doc_name_from_path(request.path, settings.room_prefix, settings.max_name_length)
+        logs.add(document=name)
         guard.check_origin(request)
         grant = await guard.grant(request, name)
         access = guard.permission(grant, name)
@@ -77,6 +78,7 @@ def _refusal(request: web.Request, exc: CollabError) -> web.Response:
         request.path,
         exc.status,
         exc,
+        extra={"status": exc.status},
     )
     request.app[METRICS].upgrades_refused[(str(exc.status), exc.code)] += 1
     return web.Response(status=exc.status, text=f"{exc}\n", headers=exc.headers)
@@ -108,7 +110,15 @@ async def _serve_room(
                 code, level, reason = CLOSE_GOING_AWAY, logging.INFO, b"server shutting down"
             else:
                 code, level, reason = exc.close_code, logging.ERROR, b"cannot load the document"
-            log.log(level, "%s %r: closed with %d: %s", _address(request), name, code, exc)
+            log.log(
+                level,
+                "%s %r: closed with %d: %s",
+                peer_address(request),
+                name,
+                code,
+                exc,
+                extra={"close_code": code},
+            )
             metrics.closed(code)
             await ws.close(code=code, message=reason)
             _stop_heartbeat(ws)
@@ -131,8 +141,9 @@ async def _serve(
 ) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     peer = Peer(
-        f"{_address(request)} {room.name!r}",
+        f"{peer_address(request)} {room.name!r}",
         max_outbox_bytes=settings.max_outbox_bytes,
+        log_fields={"document": room.name, "peer": peer_address(request)},
         connection=_Connection(request, ws),
         grant=grant,
         access=access,
@@ -153,7 +164,7 @@ async def _serve(
         if (writer := peer.writer) is not None:
             await _finish(writer, request)
         _stop_heartbeat(ws)
-        log.debug("%s: left (%s)", peer, ws.close_code)
+        log.debug("%s: left (%s)", peer, ws.close_code, extra={"close_code": ws.close_code})
     return ws
 
 
@@ -168,7 +179,8 @@ def _expire_at(peer: Peer, expires_at: float | None) -> asyncio.TimerHandle | No
 
 
 def _close(peer: Peer, code: int, reason: str) -> None:
-    log.info("%s: closed with %d: %s", peer, code, reason)
+    # Also run by the expiry timer, outside the connection's task: name the peer here.
+    log.info("%s: closed with %d: %s", peer, code, reason, extra=peer.log_extra(code))
     peer.close(code, reason)
 
 
@@ -216,13 +228,18 @@ async def _read(
             _refuse(peer, UnsupportedMessage.close_code, "text frames are not part of the protocol")
             return
         elif message.type is WSMsgType.ERROR:
-            # aiohttp has already closed the socket, with 1009 for an oversize message.
-            log.warning("%s: closed (%s): %s", peer, ws.close_code, ws.exception())
+            # aiohttp has already closed the socket, with 1009 for an oversize message
+            # (close_code is then what the client answered, or 1006 if the close failed).
+            error = ws.exception()
+            sent = error.code if isinstance(error, WebSocketError) else ws.close_code
+            log.warning(
+                "%s: closed (%s): %s", peer, ws.close_code, error, extra={"close_code": sent}
+            )
             return
 
 
 def _refuse(peer: Peer, code: int, reason: str) -> None:
-    log.warning("%s: closed with %d: %s", peer, code, reason)
+    log.warning("%s: closed with %d: %s", peer, code, reason, extra=peer.log_extra(code))
     peer.close(code, reason)
 
 
@@ -254,7 +271,7 @@ async def _write(peer: Peer, ws: web.WebSocketResponse) -> None:
         await peer.drain(ws)
     except (ConnectionError, RuntimeError) as exc:
         # The socket went away under a send; the read loop sees the same and ends.
-        log.debug("%s: send failed: %r", peer, exc)
+        log.debug("%s: send failed: %r", peer, exc, extra=peer.log_extra(1006))
         peer.close(1006, "connection lost")
 
 
@@ -293,7 +310,8 @@ async def _finish(writer: asyncio.Task[None], request: web.Request) -> None:
         await asyncio.wait([writer])
 
 
-def _address(request: web.Request) -> str:
+def peer_address(request: web.Request) -> str:
+    """The client's address, host:port, as log lines name it."""
     peername = request.transport.get_extra_info("peername") if request.transport else None
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"{peername[0]}:{peername[1]}"

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from collab import __version__
+from collab import __version__, logs
 from collab.app import run, serve
 from collab.auth import MIN_SECRET_LENGTH, Permission, mint
 from collab.cli import backup, commands
@@ -91,7 +91,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     return Settings(**values)
 
 
-_DOC_FLAGS = frozenset({"db", "db_sync", "redis", "root_types", "log_level"})
+_DOC_FLAGS = frozenset({"db", "db_sync", "redis", "root_types", "log_level", "log_format"})
 
 
 def _doc_command(
@@ -217,10 +217,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = settings_from(args, os.environ if environ is None else environ)
     except ValueError as exc:
         parser.error(str(exc))
-    logging.basicConfig(
-        level=settings.log_level.upper() if args.command == "serve" else "WARNING",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    logs.setup(
+        settings.log_level.upper() if args.command == "serve" else "WARNING", settings.log_format
     )
     try:
         if args.command == "serve":
@@ -236,6 +234,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
         return 1
     except CollabError as exc:
-        print(f"collab: {exc}", file=sys.stderr)
+        if settings.log_format == "json":
+            log.error("%s", exc)  # a JSON pipeline reads stderr line by line
+        else:
+            # Not through the log, so redacted here: a server's or a database's URL may
+            # hold a credential.
+            print(f"collab: {logs.redact(str(exc))}", file=sys.stderr)
         return 1
     return 0
