@@ -92,7 +92,7 @@ METRICS: tuple[Spec, ...] = (
     ),
     Spec("updates_relayed", "counter", "Update messages sent to clients."),
     Spec("received_bytes", "counter", "Bytes of WebSocket messages received from clients."),
-    Spec("sent_bytes", "counter", "Bytes of messages handed to clients' connections."),
+    Spec("sent_bytes", "counter", "Bytes of messages sent (or queued) to clients."),
     Spec("commit_updates", "histogram", "Updates per commit (a group commit of every room)."),
     Spec("commit_seconds", "histogram", "Time of one commit to the database."),
     Spec("commit_retries", "counter", "Commits that failed and were tried again."),

@@ -111,7 +111,6 @@ class Peer:
         if self.close_code is not None:
             return
         if not self._outbox and self._live is not None and self._live.write_now(frame):
-            self._metrics.sent_bytes += len(frame)
             return  # nothing waits before it, and the socket takes it now
         # Over the limit *before* this frame: a reader that keeps up can still be handed a
         # whole large frame or a large document's sync at once.
@@ -128,7 +127,6 @@ class Peer:
             if self._live is not None:
                 self._live.abort()  # it reads nothing, so a close frame would never get through
             return
-        self._metrics.sent_bytes += len(frame)
         if self._outbox is None:
             self._outbox = deque()
         self._outbox.append(frame)

@@ -114,10 +114,14 @@ class Room:
     def join(self, peer: Peer) -> None:
         """Add `peer`: send it our state vector, then everyone's presence."""
         self.peers[peer] = None
-        peer.send(protocol.encode_sync_step1(self.document.state_vector()))
+        frame = protocol.encode_sync_step1(self.document.state_vector())
+        peer.send(frame)
+        self._metrics.sent_bytes += len(frame)
         if states := self.awareness.states:
-            peer.send(protocol.encode_awareness(states))
+            frame = protocol.encode_awareness(states)
+            peer.send(frame)
             self._metrics.awareness_sent += 1
+            self._metrics.sent_bytes += len(frame)
 
     def leave(self, peer: Peer) -> None:
         """Remove `peer` and, at once, the awareness states it owned."""
@@ -145,8 +149,10 @@ class Room:
                 self._metrics.awareness_received += 1
                 self._apply_awareness(peer, entries)
             case protocol.QueryAwareness():
-                peer.send(protocol.encode_awareness(self.awareness.states))
+                frame = protocol.encode_awareness(self.awareness.states)
+                peer.send(frame)
                 self._metrics.awareness_sent += 1
+                self._metrics.sent_bytes += len(frame)
             case protocol.PermissionDenied():
                 raise UnsupportedMessage("clients do not send auth messages")
 
@@ -218,7 +224,9 @@ class Room:
         now = time.monotonic()
         if now - peer.denied_at >= _DENIAL_INTERVAL:
             peer.denied_at = now
-            peer.send(protocol.encode_permission_denied(reason))
+            frame = protocol.encode_permission_denied(reason)
+            peer.send(frame)
+            self._metrics.sent_bytes += len(frame)
 
     def _apply(self, sender: Peer | None, update: bytes, *, check_quota: bool = True) -> None:
         if update == protocol.EMPTY_UPDATE:
@@ -248,8 +256,10 @@ class Room:
 
     def _answer_sync(self, peer: Peer, state_vector: bytes) -> None:
         frames = self._sync_frames(state_vector)
+        size = sum(len(frame) for frame in frames)
         self._metrics.sync_answers += 1
-        self._metrics.sync_answer_bytes.observe(sum(len(frame) for frame in frames))
+        self._metrics.sync_answer_bytes.observe(size)
+        self._metrics.sent_bytes += size
         if not self.ledger.hold(_Answer(peer, frames)):
             for frame in frames:
                 peer.send(frame)
@@ -289,18 +299,23 @@ class Room:
             return
         senders = {sender for sender, _ in parts}
         frames = self._update_frames([update for _, update in parts])
-        sent = 0
+        # Counted once for the room, not per peer: the loop runs for every reader.
+        senders_here = own_frames = own_bytes = 0
         for peer in self.peers:
             if peer not in senders:
                 for frame in frames:
                     peer.send(frame)
-                sent += len(frames)
                 continue
+            senders_here += 1
             others = [update for sender, update in parts if sender is not peer]
             for frame in self._update_frames(others) if others else ():
                 peer.send(frame)
-                sent += 1
-        self._metrics.updates_relayed += sent
+                own_frames += 1
+                own_bytes += len(frame)
+        readers = len(self.peers) - senders_here
+        metrics = self._metrics
+        metrics.updates_relayed += readers * len(frames) + own_frames
+        metrics.sent_bytes += readers * sum(len(frame) for frame in frames) + own_bytes
 
     # --- awareness
 
@@ -399,6 +414,7 @@ class Room:
         for peer in self.peers:
             peer.send(frame)
         self._metrics.awareness_sent += len(self.peers)
+        self._metrics.sent_bytes += len(frame) * len(self.peers)
 
     # --- what the ledger calls back (collab/journal.py `Source`)
 
