@@ -13,6 +13,7 @@ import pycrdt
 
 from collab import protocol
 from collab.client import Client
+from collab.metrics import Metrics
 from collab.peer import Peer
 from tests.conftest import RunningServer
 
@@ -86,16 +87,18 @@ async def test_frames_go_straight_out_until_one_has_to_wait_then_keep_their_orde
 async def test_a_peer_too_slow_is_closed_and_its_connection_aborted_until_it_ends() -> None:
     socket = RecordingSocket()
     connection = ScriptedConnection([False] * 10, socket)  # never keeps up
-    peer = Peer("slow", max_outbox_bytes=4, connection=connection)
+    metrics = Metrics()
+    peer = Peer("slow", max_outbox_bytes=4, connection=connection, metrics=metrics)
     peer.detach()  # an ended connection is never aborted again...
     peer.send(b"12345")
     peer.send(b"6")
     assert peer.close_code == 1013 and not connection.aborted
     live_connection = ScriptedConnection([False] * 10, socket)
-    live = Peer("slow", max_outbox_bytes=4, connection=live_connection)
+    live = Peer("slow", max_outbox_bytes=4, connection=live_connection, metrics=metrics)
     live.send(b"12345")
     live.send(b"6")  # ...but a live one is: it reads nothing, a close frame would wait
     assert live.close_code == 1013 and live_connection.aborted
+    assert metrics.slow_consumers_closed == 2
     for task in [*connection.writers, *live_connection.writers]:
         await asyncio.wait_for(task, 5)
 
