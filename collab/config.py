@@ -14,10 +14,9 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from collab.auth import MIN_SECRET_LENGTH, Authorizer
-from collab.logs import LogFormat
+from collab.logs import LogFormat, redact
 from collab.store.retention import parse_policy
 from collab.yjs.roots import parse_hints
 
@@ -42,11 +41,7 @@ class DatabaseURL(str):
 
     @property
     def masked(self) -> str:
-        parts = urlsplit(self)
-        if parts.password is None:
-            return str(self)
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        return redact(str(self))
 
 
 def parse_db(text: str) -> Path | DatabaseURL:

@@ -16,6 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
+from collab.logs import redact
 from collab.store import DocInfo, StoredDoc, Version, VersionKind, past
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class PostgresStore:
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
         except _FAILURES as exc:
-            raise StoreError(f"cannot open database {_masked(url)}: {exc}") from exc
+            raise StoreError(f"cannot open database {redact(url)}: {exc}") from exc
         store = cls(pool)
         try:
             async with store._connection("cannot migrate the database") as conn:
@@ -384,12 +385,3 @@ async def migrate(conn: Any) -> int:
 def _row_count(status: str) -> int:
     """The rows a statement changed, from its status ("DELETE 3")."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _masked(url: str) -> str:
-    """`url` without its password, fit for a message."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
