@@ -63,6 +63,16 @@ class Node:
         self.procs.append(proc)
         return proc
 
+    async def editor(
+        self, url: str, room: str, name: str, peers: list[str], count: int, seed: int
+    ) -> asyncio.subprocess.Process:
+        """A provider named `name` that types `count` tokens into `room` (10 ms apart)
+        and reports once it holds every peer's."""
+        return await self.start(
+            "edit", url, room, "--name", name, "--peers", ",".join(peers),
+            "--count", str(count), "--seed", str(seed), "--delay", "10",
+        )  # fmt: skip
+
     async def finish(self, proc: asyncio.subprocess.Process, timeout: float = 30.0) -> Any:
         """Wait for `proc` to exit 0 and return its (last) JSON line."""
         try:
@@ -129,21 +139,7 @@ async def test_two_node_providers_and_python_converge(server: Any, node: Node) -
     async with Client(server.url, room) as client:
         text, entries = content(client), meta(client)
         editors = [
-            await node.start(
-                "edit",
-                server.url,
-                room,
-                "--name",
-                name,
-                "--peers",
-                ",".join(peers),
-                "--count",
-                str(count),
-                "--seed",
-                str(seed),
-                "--delay",
-                "10",
-            )
+            await node.editor(server.url, room, name, peers, count, seed)
             for seed, name in enumerate(peers[:2], start=1)
         ]
         # Start once both Node providers are typing, so that all three edit at once.

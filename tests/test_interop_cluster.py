@@ -37,21 +37,7 @@ async def test_providers_on_two_servers_edit_one_document_and_converge(
 ) -> None:
     room, count, peers = "interop/cluster", 30, ["nodeA", "nodeB"]
     editors = [
-        await node.start(
-            "edit",
-            server.url,
-            room,
-            "--name",
-            name,
-            "--peers",
-            ",".join(peers),
-            "--count",
-            str(count),
-            "--seed",
-            str(seed),
-            "--delay",
-            "10",
-        )
+        await node.editor(server.url, room, name, peers, count, seed)
         for seed, (server, name) in enumerate(zip(two, peers, strict=True), start=1)
     ]
     results = [await node.finish(editor, timeout=60) for editor in editors]
