@@ -692,6 +692,13 @@ def check_client(number: int, client: RecordingClient, server: ServerState) -> C
     )
 
 
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the typing tasks and wait until they have stopped."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _close_all(clients: list[RecordingClient]) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(15):
@@ -751,9 +758,7 @@ async def run_round(
         await asyncio.sleep(kill_after)
         killed_at = time.monotonic()
         server.kill()
-        for task in editors:
-            task.cancel()
-        await asyncio.gather(*editors, return_exceptions=True)
+        await _stop(editors)
         # The sockets are dead; each client reads what was already on its way to it.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
@@ -778,9 +783,7 @@ async def run_round(
             save_evidence(evidence, result, clients, states)
         return result
     finally:
-        for task in editors:
-            task.cancel()
-        await asyncio.gather(*editors, return_exceptions=True)
+        await _stop(editors)
         await _close_all(clients)
 
 
@@ -1040,9 +1043,7 @@ async def run_cluster_round(
                     *(s.client.live.wait() for s in [*moving, *late] if s in sharing)
                 )
         await asyncio.sleep(rng.uniform(0.3, 0.8))
-        for task in editors:
-            task.cancel()
-        await asyncio.gather(*editors, return_exceptions=True)
+        await _stop(editors)
         clients = [seat.client for seat in seats]
         await _close_all(clients)  # each sends what it has queued first
         by_room, converge_seconds, diverged = await converge(cluster, options)
@@ -1068,9 +1069,7 @@ async def run_cluster_round(
             save_evidence(evidence, result, clients, states, by_room)
         return result
     finally:
-        for task in editors:
-            task.cancel()
-        await asyncio.gather(*editors, return_exceptions=True)
+        await _stop(editors)
         await _close_all([seat.client for seat in seats])
 
 
@@ -1202,9 +1201,7 @@ async def run_redis_round(
         back_at = accepted_at + max(back.values(), default=0.0)
         # The relay carries the edits again: type on a while to see it.
         await asyncio.sleep(rng.uniform(0.5, 1.0))
-        for task in editors:
-            task.cancel()
-        await asyncio.gather(*editors, return_exceptions=True)
+        await _stop(editors)
         names = [room_name(index) for index in range(options.rooms)]
         listening = await redis.subscribers(key_prefix(str(options.db)), names)
         clients = [seat.client for seat in seats]
@@ -1271,9 +1268,7 @@ async def run_redis_round(
             save_evidence(evidence, result, clients, states, by_room)
         return result
     finally:
-        for task in editors:
-            task.cancel()
-        await asyncio.gather(*editors, return_exceptions=True)
+        await _stop(editors)
         await _close_all([seat.client for seat in seats])
 
 
