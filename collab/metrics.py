@@ -67,6 +67,11 @@ class Spec:
     labels: tuple[str, ...] = ()
     cluster: bool = False  # only with --redis
 
+    @property
+    def exported(self) -> str:
+        """Its name in a scrape and in the docs (a counter's ends in _total)."""
+        return f"collab_{self.name}" + ("_total" if self.kind == "counter" else "")
+
 
 METRICS: tuple[Spec, ...] = (
     Spec("connections_open", "gauge", "WebSocket connections open now."),

@@ -8,11 +8,9 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from collab.metrics import METRICS
 from tests.conftest import RunningServer
+from tests.test_metrics import exported_names
 
 MakeServer = Callable[..., Awaitable[RunningServer]]
 DOCS = Path(__file__).parent.parent / "docs"
@@ -27,18 +25,9 @@ def dashboard_names() -> set[str]:
 
 
 async def exported(make_server: MakeServer, redis_url: str) -> set[str]:
-    """The names a cluster node exports (a cluster's are a single server's and more):
-    every family, with its series; a labelled counter nothing counted yet has no series,
-    but its family is there."""
+    """The names a cluster node exports (a cluster's are a single server's and more)."""
     node = await make_server(redis=redis_url)
-    async with aiohttp.ClientSession() as session, session.get(node.http + "/metrics") as got:
-        assert got.status == 200
-        text = await got.text()
-    names = set()
-    for family in text_string_to_metric_families(text):
-        names.add(family.name + ("_total" if family.type == "counter" else ""))
-        names.update(sample.name for sample in family.samples)
-    return names
+    return await exported_names(node.http + "/metrics")
 
 
 async def test_every_metric_the_dashboard_names_is_exported(
@@ -58,5 +47,4 @@ async def test_every_metric_the_docs_name_is_exported_and_every_one_is_documente
     missing = sorted(named - names)
     assert not missing, f"docs/operations.md names metrics no server exports: {missing}"
     for spec in METRICS:
-        documented = f"collab_{spec.name}" + ("_total" if spec.kind == "counter" else "")
-        assert f"| `{documented}` |" in text, f"{documented} is not in docs/operations.md"
+        assert f"| `{spec.exported}` |" in text, f"{spec.exported} is not in docs/operations.md"
