@@ -205,7 +205,7 @@ async def open_documents(
     updates. On exit every room is saved and unloaded, then the journal stops (the store
     and the bus stay open: their opener closes them)."""
     journal = Journal(store, settings, bus, metrics)
-    rooms = Rooms(journal, store, settings, bus, journal.metrics)
+    rooms = Rooms(journal, store, settings, bus)
     try:
         yield Documents(rooms, store, store, settings)
     finally:

@@ -31,7 +31,6 @@ from collab.awareness import Awareness
 from collab.config import Settings
 from collab.errors import ProtocolError, QuotaExceeded, UnsupportedMessage, UpdateRejected
 from collab.journal import Journal, Ledger
-from collab.metrics import Metrics
 from collab.peer import Peer
 from collab.store import StoredDoc
 from collab.yjs.document import Document
@@ -64,16 +63,9 @@ class _Answer:
 class Room:
     """A document while it is loaded: made by the registry from what the store holds."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        journal: Journal,
-        stored: StoredDoc,
-        metrics: Metrics | None = None,
-    ) -> None:
+    def __init__(self, name: str, settings: Settings, journal: Journal, stored: StoredDoc) -> None:
         self.name = name
-        self._metrics = metrics or Metrics()
+        self._metrics = journal.metrics  # the server's counts
         self.document = Document()
         self.awareness = Awareness()
         self.peers: dict[Peer, None] = {}  # insertion-ordered set

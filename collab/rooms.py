@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from collab.config import Settings
 from collab.errors import DocNotFound, StoreError
 from collab.journal import Journal
-from collab.metrics import Metrics
 from collab.room import Room
 from collab.store import Catalogue
 
@@ -37,10 +36,9 @@ class Rooms:
         catalogue: Catalogue,
         settings: Settings,
         bus: Bus | None = None,
-        metrics: Metrics | None = None,
     ) -> None:
         self._journal = journal
-        self._metrics = metrics = metrics or Metrics()
+        self._metrics = metrics = journal.metrics
         metrics.rooms_loaded = self.__len__
         metrics.outbox_bytes = self._outbox_bytes
         self._bus = bus
@@ -119,7 +117,7 @@ class Rooms:
             except StoreError:
                 self._metrics.store_errors["read"] += 1
                 raise
-            room = Room(name, self._settings, self._journal, stored, self._metrics)
+            room = Room(name, self._settings, self._journal, stored)
             if self._bus is not None:
                 # From here the bus relays what other servers commit; what they
                 # committed since the load is in the log.
