@@ -24,7 +24,7 @@ because nothing in Yjs ties such an item to anything the restore can delete. REA
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 from pycrdt import write_var_uint
 
@@ -42,10 +42,15 @@ class RootTypeConflict(ValueError):
 
 
 def restore_updates(
-    live_state: bytes, version_state: bytes, hints: Mapping[str, RootType] | None = None
+    live_state: bytes,
+    version_state: bytes,
+    hints: Mapping[str, RootType] | None = None,
+    roots: Collection[str] | None = None,
 ) -> list[bytes]:
     """The updates that make a document at `live_state` equal to `version_state`, to be
     applied (and sent) in order: the fresh copy, then the deletion of everything live.
+    With `roots`, only those roots are restored; the others keep what they hold (a PUT
+    of one field's content).
 
     Two updates, not one: Quill's history (y-quill) takes one update that inserts and
     deletes for an edit to diff against the old text, and keeps undo steps that then
@@ -59,21 +64,49 @@ def restore_updates(
         UpdateFormatError: a state cannot be read.
     """
     live, version = Tree(live_state), Tree(version_state)
+    names = live.roots.keys() | version.roots.keys()
+    if roots is not None:
+        names &= set(roots)
     live_types, version_types = root_types(live, hints), root_types(version, hints)
-    for name in live_types.keys() & version_types.keys():
+    for name in live_types.keys() & version_types.keys() & names:
         live_kind, version_kind = live_types[name], version_types[name]
         if live_kind and version_kind and live_kind != version_kind:
             raise RootTypeConflict(f"root {name!r} is {live_kind} now, {version_kind} then")
     clocks = live.state_vector()
     deletion = _Writer(_new_client(clocks))
     copy = _Writer(_new_client({**clocks, deletion.client: 0}))
-    for name in sorted(live.roots.keys() | version.roots.keys()):
+    for name in sorted(names):
         _restore_root(deletion, copy, name, live.roots.get(name), version.roots.get(name))
-    deletions = {client: [(0, clock)] for client, clock in clocks.items()}
+    if roots is None:
+        deletions = {client: [(0, clock)] for client, clock in clocks.items()}
+    else:
+        deletions = _ranges(
+            item for name in names if name in live.roots for item in _live(live.roots[name])
+        )
     if deletion.tombstones:
         deletions[deletion.client] = deletion.tombstones
     updates = [copy.update({}), deletion.update(deletions)]
     return [update for update in updates if update != EMPTY_UPDATE]
+
+
+def _live(shared: Shared) -> Iterator[Item]:
+    """Every live item in `shared`, at any depth: what a restore of its root deletes."""
+    for item in (*shared.children(), *shared.attributes().values()):
+        yield item
+        if item.shared is not None:
+            yield from _live(item.shared)
+
+
+def _ranges(items: Iterator[Item]) -> dict[int, list[tuple[int, int]]]:
+    """The clock ranges of `items` by client, sorted and merged, as a delete set holds."""
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for item in sorted(items, key=lambda item: (item.client, item.clock)):
+        merged = ranges.setdefault(item.client, [])
+        if merged and merged[-1][0] + merged[-1][1] == item.clock:
+            merged[-1] = (merged[-1][0], merged[-1][1] + item.length)
+        else:
+            merged.append((item.clock, item.length))
+    return ranges
 
 
 def _new_client(clocks: Mapping[int, int]) -> int:
