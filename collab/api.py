@@ -20,7 +20,6 @@ from prometheus_client.exposition import choose_encoder
 from collab import __version__, logs
 from collab.appkeys import CHECKS, DOCUMENTS, GUARD, READY, REGISTRY, ROOMS, SETTINGS, STOPPING
 from collab.auth import Permission, Revocation, allows
-from collab.documents import Exported, check_format
 from collab.errors import (
     HTTP_ERROR,
     BadRequest,
@@ -30,6 +29,7 @@ from collab.errors import (
     StoreError,
     error_json,
 )
+from collab.formats import DEFAULT_FIELD, Exported, check_format, rich_format_of
 from collab.names import check_doc_name
 from collab.openapi import spec
 from collab.store import iso_time
@@ -82,7 +82,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if allow is not None:
             response.headers.update(
                 {
-                    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                    "Access-Control-Allow-Methods": "GET, PUT, POST, DELETE, OPTIONS",
                     "Access-Control-Allow-Headers": "Authorization, Content-Type",
                     "Access-Control-Max-Age": "600",
                 }
@@ -210,8 +210,22 @@ async def get_content(request: web.Request) -> web.Response:
     version = request.match_info.get("version")
     name = await _allow(request, "read")
     fmt = check_format(request.query.get("format", "json"))
-    return _content(
-        await request.app[DOCUMENTS].export(name, fmt, None if version is None else int(version))
+    field = request.query.get("field", DEFAULT_FIELD)
+    at = None if version is None else int(version)
+    return _content(await request.app[DOCUMENTS].export(name, fmt, at, field))
+
+
+async def put_content(request: web.Request) -> web.Response:
+    """Make a document's content (one field) equal to the body: ProseMirror JSON, HTML
+    or Markdown by its Content-Type; 201 when that created the document."""
+    name = await _allow(request, "write")
+    fmt = rich_format_of(request.headers.get("Content-Type", ""))
+    field = request.query.get("field", DEFAULT_FIELD)
+    body = await request.read()
+    created = await request.app[DOCUMENTS].replace(name, fmt, body, field)
+    return web.json_response(
+        {"doc": name, "field": field, "format": fmt, "created": created},
+        status=201 if created else 200,
     )
 
 
@@ -313,6 +327,7 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/api/openapi.json", openapi)
     router.add_get("/api/docs", list_docs)
     router.add_get("/api/docs/{name}", get_content)
+    router.add_put("/api/docs/{name}", put_content)
     router.add_delete("/api/docs/{name}", delete_doc)
     router.add_post("/api/docs/{name}/updates", post_update)
     router.add_get("/api/docs/{name}/versions", list_versions)

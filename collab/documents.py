@@ -16,12 +16,30 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pycrdt
 
 from collab.config import Settings
-from collab.errors import BadRequest, Conflict, DocNotFound, StoreError, UpdateRejected
+from collab.errors import (
+    BadRequest,
+    Conflict,
+    DocNotFound,
+    QuotaExceeded,
+    StoreError,
+    UpdateRejected,
+)
+from collab.formats import (
+    DEFAULT_FIELD,
+    Exported,
+    Format,
+    RichFormat,
+    check_field,
+    check_format,
+    check_rich_format,
+    export,
+    target_state,
+)
 from collab.journal import Journal
 from collab.logs import redact
 from collab.metrics import Metrics
@@ -30,10 +48,8 @@ from collab.room import Room
 from collab.rooms import Rooms
 from collab.store import Catalogue, DocInfo, DocumentStore, History, Version, iso_time, parse_time
 from collab.store.retention import expired, parse_policy
-from collab.yjs import content
 from collab.yjs.restore import RootTypeConflict, restore_updates
-from collab.yjs.roots import parse_hints, root_types
-from collab.yjs.tree import Tree
+from collab.yjs.roots import parse_hints
 from collab.yjs.update import UpdateFormatError
 
 if TYPE_CHECKING:  # redis is the cluster extra's: imported only when a bus is made
@@ -41,8 +57,6 @@ if TYPE_CHECKING:  # redis is the cluster extra's: imported only when a bus is m
 
 log = logging.getLogger(__name__)
 
-Format = Literal["json", "text", "update"]
-FORMATS: tuple[Format, ...] = ("json", "text", "update")
 MAX_LABEL_LENGTH = 200
 
 
@@ -117,42 +131,19 @@ class Restored:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Exported:
-    body: bytes
-    content_type: str
-
-
-def export(state: bytes, fmt: Format, hints: dict[str, Any]) -> Exported:
-    """A full state rendered as `fmt`. CPU-bound and pure: run it in a thread."""
-    if fmt == "update":
-        return Exported(state, "application/octet-stream")
-    tree = Tree(state)
-    types = root_types(tree, hints)
-    if fmt == "text":
-        return Exported(content.to_text(tree, types).encode(), "text/plain; charset=utf-8")
-    return Exported(content.dumps(content.to_json(tree, types)).encode(), "application/json")
-
-
-def _plan_restore(live: bytes, target: bytes, hints: dict[str, Any]) -> tuple[list[bytes], int]:
+def _plan_restore(
+    live: bytes, target: bytes, hints: dict[str, Any], roots: tuple[str, ...] | None
+) -> tuple[list[bytes], int]:
     """A restore's updates, and the size of the state they make: a restore writes the
     version anew, so the quota is a matter of that state, not of the live state plus the
     copy (which would refuse any version over half the quota). CPU-bound: run in a thread.
     """
-    updates = restore_updates(live, target, hints)
+    updates = restore_updates(live, target, hints, roots)
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     doc.apply_update(live)
     for update in updates:
         doc.apply_update(update)
     return updates, len(doc.get_update())
-
-
-def check_format(fmt: str) -> Format:
-    """`fmt` if it is one of FORMATS."""
-    for known in FORMATS:
-        if fmt == known:
-            return known
-    raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
 
 
 def check_label(label: Any) -> str:
@@ -227,6 +218,7 @@ class Documents:
         self._catalogue = catalogue
         self._hints = parse_hints(settings.root_types)
         self._tiers = parse_policy(settings.retention)
+        self._max_body = settings.max_message_bytes
 
     @asynccontextmanager
     async def _room(self, name: str, *, must_exist: bool = True) -> AsyncIterator[Room]:
@@ -259,11 +251,15 @@ class Documents:
             await room.ledger.flush()
             return room.document.state()
 
-    async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported:
-        fmt = check_format(fmt)
+    async def export(
+        self, name: str, fmt: Format, version: int | None = None, field: str = DEFAULT_FIELD
+    ) -> Exported:
+        """`name`'s content (now, or at a version) as `fmt`; the rich formats show the
+        root `field`."""
+        fmt, field = check_format(fmt), check_field(field)
         state = await self.state(name, version)
         try:
-            return await asyncio.to_thread(export, state, fmt, self._hints)
+            return await asyncio.to_thread(export, state, fmt, self._hints, field)
         except UpdateFormatError as exc:
             raise Conflict(f"cannot read the state of {name!r}: {exc}") from exc
 
@@ -281,6 +277,44 @@ class Documents:
             except UpdateRejected as exc:
                 raise BadRequest(f"not a Yjs update: {exc}") from exc
             await room.ledger.flush()
+
+    async def replace(
+        self, name: str, fmt: RichFormat, body: bytes, field: str = DEFAULT_FIELD
+    ) -> bool:
+        """Make the root `field` of `name` hold the content `body` gives, as edits every
+        client receives (a restore of that root: the other roots keep theirs, and no
+        editor's undo takes the new content away). Creates the document; returns
+        whether it did.
+
+        Raises:
+            BadRequest: the body is not content of `fmt` the schema holds; nothing changed.
+            QuotaExceeded: the body or the document it makes is too large.
+            Conflict: the root holds something other than rich text.
+        """
+        fmt, field = check_rich_format(fmt), check_field(field)
+        if len(body) > self._max_body:
+            raise QuotaExceeded(f"the content is over {self._max_body} bytes")
+        target = await asyncio.to_thread(target_state, fmt, body, field)
+        created = await self._catalogue.doc_info(name) is None
+        async with self._room(name, must_exist=False) as room:
+            created = created and room.is_empty
+            await room.ledger.flush()
+            await self._apply_target(room, target, (field,))
+        log.info("%s: replaced %r with %s content of %d bytes", name, field, fmt, len(body))
+        return created
+
+    async def _apply_target(
+        self, room: Room, target: bytes, roots: tuple[str, ...] | None = None
+    ) -> None:
+        """Make `room`'s document (its `roots`, or all) equal to the state `target`."""
+        try:
+            updates, size = await asyncio.to_thread(
+                _plan_restore, room.document.state(), target, self._hints, roots
+            )
+        except (RootTypeConflict, UpdateFormatError) as exc:
+            raise Conflict(str(exc)) from exc
+        room.apply_update(*updates, size_after=size)  # origin: api
+        await room.ledger.flush()
 
     async def delete(self, name: str) -> None:
         if not await self._rooms.delete(name):
@@ -306,14 +340,7 @@ class Documents:
             before = await room.ledger.save_version(
                 "pre-restore", f"before restoring version {version}"
             )
-            try:
-                updates, size = await asyncio.to_thread(
-                    _plan_restore, room.document.state(), target, self._hints
-                )
-            except (RootTypeConflict, UpdateFormatError) as exc:
-                raise Conflict(str(exc)) from exc
-            room.apply_update(*updates, size_after=size)
-            await room.ledger.flush()
+            await self._apply_target(room, target)
         restored = next(s for s in await self._history.versions(name) if s.id == version)
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
         return Restored(restored, before)

@@ -13,6 +13,7 @@ from `code` (`error_class`).
      |    +-- UpdateRejected     update_rejected     500  1002  a Yjs update that cannot apply
      +-- BadRequest              bad_request         400  4400  input the API refuses
      |    +-- InvalidDocName     invalid_doc_name    400  4400  a name that fails validation
+     |    +-- UnsupportedMediaType unsupported_media_type 415 4400  a body of a type not taken
      +-- NotFound                not_found           404  4404
      |    +-- DocNotFound        doc_not_found       404  4404  no such document (or deleted)
      |    +-- VersionNotFound    version_not_found   404  4404  no such version of a document
@@ -82,6 +83,13 @@ class InvalidDocName(BadRequest):
     """A document name that is empty, too long, or holds characters we do not accept."""
 
     code = "invalid_doc_name"
+
+
+class UnsupportedMediaType(BadRequest):
+    """A request body of a content type the endpoint does not take."""
+
+    code = "unsupported_media_type"
+    status = 415
 
 
 class NotFound(CollabError):

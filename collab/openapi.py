@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from collab import __version__
-from collab.documents import FORMATS, DocSummary
+from collab.documents import DocSummary
 from collab.errors import HTTP_ERROR, error_classes
+from collab.formats import DEFAULT_FIELD, FORMATS
 from collab.store import Version
 
 
@@ -29,6 +30,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "The request does not fit the document as it is",
         413: "The body is larger than the server accepts, or the document would pass its "
         "size quota",
+        415: "A body of a Content-Type this endpoint does not take",
         503: "The database cannot be used right now",
     }
     return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
@@ -61,15 +63,61 @@ _FORMAT = {
     "in": "query",
     "required": False,
     "description": "`json` (default): each root as JSON; `text`: plain text of the text and "
-    "XML roots; `update`: the binary Yjs state.",
+    "XML roots; `update`: the binary Yjs state; `prosemirror`: the rich text of `field` as "
+    "TipTap's getJSON() gives it; `html`: as its getHTML() does; `markdown`: CommonMark.",
     "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
+}
+_FIELD = {
+    "name": "field",
+    "in": "query",
+    "required": False,
+    "description": "The XmlFragment root the rich formats read or write (TipTap's "
+    "Collaboration `field`).",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "pattern": r"^[^\x00-\x1f\x7f-\x9f]+$",
+        "default": DEFAULT_FIELD,
+    },
 }
 _CONTENT = {
     "description": "The document's content in the asked format",
     "content": {
         "application/json": {"schema": _ref("Content")},
         "text/plain": {"schema": {"type": "string"}},
+        "text/html": {"schema": {"type": "string"}},
+        "text/markdown": {"schema": {"type": "string"}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+_REPLACED = {
+    "type": "object",
+    "required": ["doc", "field", "format", "created"],
+    "properties": {
+        "doc": {"type": "string"},
+        "field": {"type": "string"},
+        "format": {"type": "string", "enum": ["prosemirror", "html", "markdown"]},
+        "created": {"type": "boolean"},
+    },
+}
+_PUT = {
+    "summary": "Make the document's content (one field) equal to the body, as edits that "
+    "reach every connected client (a restore of that field: the other roots are kept); "
+    "creates the document",
+    "parameters": [_FIELD],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _ref("ProseMirrorDoc")},
+            "text/html": {"schema": {"type": "string"}},
+            "text/markdown": {"schema": {"type": "string"}},
+        },
+    },
+    "responses": {
+        "200": _json(_REPLACED, "Replaced"),
+        "201": _json(_REPLACED, "Created with this content"),
+        **_errors(400, 401, 403, 409, 413, 415, 503),
     },
 }
 
@@ -118,6 +166,16 @@ _SCHEMAS: dict[str, Any] = {
             "at": {"type": "string", "format": "date-time"},
         },
     },
+    "ProseMirrorDoc": {
+        "type": "object",
+        "description": "A ProseMirror document of the bundled editor's schema, as TipTap's "
+        "getJSON() gives it (README: Content formats).",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "enum": ["doc"]},
+            "content": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "Content": {
         "type": "object",
         "description": "Each root by name: a Map as an object, an Array as a list, a Text "
@@ -162,9 +220,10 @@ def spec() -> dict[str, Any]:
                 "parameters": [_NAME],
                 "get": {
                     "summary": "A document's content now",
-                    "parameters": [_FORMAT],
+                    "parameters": [_FORMAT, _FIELD],
                     "responses": {"200": _CONTENT, **_errors(400, 401, 403, 404, 409, 503)},
                 },
+                "put": _PUT,
                 "delete": {
                     "summary": "Delete a document and its history; connected clients are "
                     "closed with code 4404",
@@ -249,7 +308,7 @@ def spec() -> dict[str, Any]:
                 "parameters": [_NAME, _VERSION],
                 "get": {
                     "summary": "A document's content at a version",
-                    "parameters": [_FORMAT],
+                    "parameters": [_FORMAT, _FIELD],
                     "responses": {"200": _CONTENT, **_errors(400, 401, 403, 404, 409, 503)},
                 },
             },

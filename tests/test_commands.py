@@ -23,8 +23,9 @@ from collab.appkeys import DOCUMENTS
 from collab.auth import mint
 from collab.cli.access import DocumentAccess, RemoteAccess
 from collab.client import Client
-from collab.documents import FORMATS, DocSummary, Restored
+from collab.documents import DocSummary, Restored
 from collab.errors import BadRequest, DocNotFound, VersionNotFound
+from collab.formats import FORMATS
 from collab.store import Version
 from tests.conftest import RunningServer, ServerProcess
 

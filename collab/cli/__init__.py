@@ -26,8 +26,8 @@ from collab.app import run, serve
 from collab.auth import MIN_SECRET_LENGTH, Permission, mint
 from collab.cli import backup, commands
 from collab.config import Secret, Settings, env_name, flag_name, setting_fields
-from collab.documents import FORMATS
 from collab.errors import CollabError
+from collab.formats import DEFAULT_FIELD, FORMATS, RICH_FORMATS
 from collab.store.retention import parse_duration
 
 log = logging.getLogger("collab")
@@ -130,6 +130,12 @@ def _server_token(settings: Settings, args: argparse.Namespace, environ: Mapping
     return ""
 
 
+def _field_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--field", default=DEFAULT_FIELD, metavar="ROOT", help=f"{what} (default: %(default)s)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collab", description="Real-time collaborative document server (Yjs y-websocket)."
@@ -148,12 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=FORMATS, default="json")
     export.add_argument("--version", type=int, metavar="ID", help="a version instead of now")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default stdout)")
-    import_ = _doc_command(commands, "import", "merge a binary Yjs update into a document")
+    _field_flag(export, "the root the rich formats (prosemirror, html, markdown) read")
+    import_ = _doc_command(
+        commands,
+        "import",
+        "merge a binary Yjs update into a document, or make its content a file's",
+    )
     import_.add_argument("name")
     import_.add_argument(
         "file",
-        help="a file holding a Yjs update (e.g. from export --format update), or - for stdin",
+        help="a file holding a Yjs update (e.g. from export --format update), or content "
+        "of --format; - for stdin",
     )
+    import_.add_argument(
+        "--format",
+        choices=("update", *RICH_FORMATS),
+        default="update",
+        help="update (default): merge a Yjs update; prosemirror, html, markdown: make the "
+        "content of --field equal to the file's",
+    )
+    _field_flag(import_, "the root a rich format replaces")
     versions = _doc_command(commands, "versions", "list a document's versions, newest first")
     versions.add_argument("name")
     versions.add_argument("--json", action="store_true", help="print JSON")

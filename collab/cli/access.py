@@ -22,8 +22,9 @@ from urllib.parse import quote
 import aiohttp
 
 from collab.config import Settings, describe_db
-from collab.documents import DocSummary, Exported, Format, Restored, open_bus, open_documents
+from collab.documents import DocSummary, Restored, open_bus, open_documents
 from collab.errors import CollabError, DatabaseInUse, StoreError, Unauthorized, error_from_json
+from collab.formats import CONTENT_TYPES, DEFAULT_FIELD, Exported, Format, RichFormat
 from collab.lockfile import DatabaseLock, holder
 from collab.store import Version, open_store
 
@@ -36,9 +37,15 @@ class DocumentAccess(Protocol):
 
     async def summaries(self) -> list[DocSummary]: ...
 
-    async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported: ...
+    async def export(
+        self, name: str, fmt: Format, version: int | None = None, field: str = DEFAULT_FIELD
+    ) -> Exported: ...
 
     async def import_update(self, name: str, update: bytes) -> None: ...
+
+    async def replace(
+        self, name: str, fmt: RichFormat, body: bytes, field: str = DEFAULT_FIELD
+    ) -> bool: ...
 
     async def versions(self, name: str) -> list[Version]: ...
 
@@ -91,13 +98,27 @@ class RemoteAccess:
             f"{self._base}/api/docs",
         )
 
-    async def export(self, name: str, fmt: Format, version: int | None = None) -> Exported:
+    async def export(
+        self, name: str, fmt: Format, version: int | None = None, field: str = DEFAULT_FIELD
+    ) -> Exported:
         url = self._doc(name) if version is None else self._doc(name, "versions", str(version))
-        return await self._call("GET", url, params={"format": fmt})
+        return await self._call("GET", url, params={"format": fmt, "field": field})
 
     async def import_update(self, name: str, update: bytes) -> None:
         headers = {"Content-Type": "application/octet-stream"}
         await self._call("POST", self._doc(name, "updates"), data=update, headers=headers)
+
+    async def replace(
+        self, name: str, fmt: RichFormat, body: bytes, field: str = DEFAULT_FIELD
+    ) -> bool:
+        return await self._json(
+            lambda data: bool(data["created"]),
+            "PUT",
+            self._doc(name),
+            params={"field": field},
+            data=body,
+            headers={"Content-Type": CONTENT_TYPES[fmt]},
+        )
 
     async def versions(self, name: str) -> list[Version]:
         return await self._json(

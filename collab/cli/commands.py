@@ -56,7 +56,7 @@ async def docs(reach: Reach, args: argparse.Namespace) -> None:
 
 
 async def export(reach: Reach, args: argparse.Namespace) -> None:
-    body = (await reach.documents.export(args.name, args.format, args.version)).body
+    body = (await reach.documents.export(args.name, args.format, args.version, args.field)).body
     if args.output and args.output != "-":
         await asyncio.to_thread(Path(args.output).write_bytes, body)
         _note(f"wrote {len(body)} bytes to {args.output}")
@@ -71,8 +71,13 @@ async def import_(reach: Reach, args: argparse.Namespace) -> None:
     source = sys.stdin.buffer.read if args.file == "-" else Path(args.file).read_bytes
     data = await asyncio.to_thread(source)
     _note(f"importing {size_text(len(data))} into {args.name!r} through the {reach.where}")
-    await reach.documents.import_update(args.name, data)
-    print(f"imported {len(data)} bytes into {args.name}")
+    if args.format == "update":
+        await reach.documents.import_update(args.name, data)
+        print(f"imported {len(data)} bytes into {args.name}")
+        return
+    created = await reach.documents.replace(args.name, args.format, data, args.field)
+    done = "created" if created else "replaced the content of"
+    print(f"{done} {args.name} ({args.field}) from {len(data)} bytes of {args.format}")
 
 
 async def versions(reach: Reach, args: argparse.Namespace) -> None:
