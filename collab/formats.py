@@ -20,7 +20,7 @@ from collab.prosemirror.html import to_html
 from collab.prosemirror.mapping import DEFAULT_FIELD as DEFAULT_FIELD
 from collab.prosemirror.mapping import state_of, to_prosemirror
 from collab.prosemirror.markdown import from_markdown, to_markdown
-from collab.prosemirror.node import Node, SchemaError, normalise
+from collab.prosemirror.node import Node, SchemaError, normalise, with_trailing_paragraph
 from collab.yjs import content
 from collab.yjs.roots import root_types
 from collab.yjs.tree import Tree
@@ -125,7 +125,8 @@ def _render(doc: Node, fmt: RichFormat) -> str:
 
 
 def parse(fmt: RichFormat, body: bytes) -> Node:
-    """A body of `fmt` as a normalised ProseMirror document of the bundled schema.
+    """A body of `fmt` as a normalised ProseMirror document of the bundled schema, as the
+    bundled editor shows it (ending in a paragraph).
 
     Raises:
         BadRequest: the body is not UTF-8, not JSON, or not a document the schema holds.
@@ -135,17 +136,21 @@ def parse(fmt: RichFormat, body: bytes) -> Node:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not UTF-8: {exc}") from None
     try:
-        if fmt == "html":
-            return from_html(text)
-        if fmt == "markdown":
-            return from_markdown(text)
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"the body is not JSON: {exc}") from None
-        return normalise(data)
+        return with_trailing_paragraph(_read(fmt, text))
     except SchemaError as exc:
         raise BadRequest(f"not a document of the bundled editor's schema: {exc}") from None
+
+
+def _read(fmt: RichFormat, text: str) -> Node:
+    if fmt == "html":
+        return from_html(text)
+    if fmt == "markdown":
+        return from_markdown(text)
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    return normalise(data)
 
 
 def target_state(fmt: RichFormat, body: bytes, field: str = DEFAULT_FIELD) -> bytes:

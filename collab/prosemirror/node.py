@@ -37,6 +37,17 @@ def normalise(doc: Any, schema: Schema = BUNDLED) -> Node:
     return node
 
 
+def with_trailing_paragraph(doc: Node) -> Node:
+    """`doc` ending in a paragraph: the bundled editor (StarterKit's TrailingNode) adds an
+    empty one after any other last block, and every open editor does so at once when
+    such content arrives (measured: two empty paragraphs after a PUT seen by two
+    editors). Content that ends in one already is left as every editor shows it."""
+    content = doc.get("content", [])
+    if content and content[-1]["type"] != "paragraph":
+        return {**doc, "content": [*content, {"type": "paragraph"}]}
+    return doc
+
+
 def _node(data: Any, schema: Schema, where: str, depth: int) -> Node:
     if depth > MAX_DEPTH:
         raise SchemaError(f"{where}: nested more than {MAX_DEPTH} deep")
