@@ -24,7 +24,14 @@ import aiohttp
 from collab.config import Settings, describe_db
 from collab.documents import DocSummary, Restored, open_bus, open_documents
 from collab.errors import CollabError, DatabaseInUse, StoreError, Unauthorized, error_from_json
-from collab.formats import CONTENT_TYPES, DEFAULT_FIELD, Exported, Format, RichFormat
+from collab.formats import (
+    CONTENT_TYPES,
+    DEFAULT_FIELD,
+    Exported,
+    Format,
+    RichFormat,
+    check_rich_format,
+)
 from collab.lockfile import DatabaseLock, holder
 from collab.store import Version, open_store
 
@@ -111,6 +118,7 @@ class RemoteAccess:
     async def replace(
         self, name: str, fmt: RichFormat, body: bytes, field: str = DEFAULT_FIELD
     ) -> bool:
+        fmt = check_rich_format(fmt)
         return await self._json(
             lambda data: bool(data["created"]),
             "PUT",
