@@ -118,3 +118,29 @@ def test_a_root_that_changed_type_is_a_conflict() -> None:
     now["root"] = pycrdt.Map({"a": 1})
     with pytest.raises(RootTypeConflict):
         restore_updates(now.get_update(), then.get_update())
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_restoring_some_roots_leaves_every_other_root_and_its_items_alone(seed: int) -> None:
+    live, other = random_doc(seed, steps=30), random_doc(seed + 1, steps=30)
+    before = visible(live)
+    others = [name for name in Tree(live.get_update()).roots if name != "xml"]
+    kept_items = {
+        (item.client, item.clock, item.length)
+        for name in others
+        for item in Tree(live.get_update()).roots[name].children()
+    }
+    for update in restore_updates(live.get_update(), other.get_update(), roots=["xml"]):
+        live.apply_update(update)
+    after = visible(live)
+    assert after["xml"] == visible(other)["xml"]
+    assert {k: v for k, v in after.items() if k != "xml"} == {
+        k: v for k, v in before.items() if k != "xml"
+    }
+    tree = Tree(live.get_update())
+    assert {
+        (item.client, item.clock, item.length)
+        for name in others
+        for item in tree.roots[name].children()
+    } == kept_items  # not copied anew: their editors' undo and history go on as before
