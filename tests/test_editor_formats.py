@@ -16,6 +16,7 @@ from collab.formats import parse
 from collab.prosemirror.schema import BUNDLED
 from tests.conftest import RunningServer
 from tests.test_editor import WAIT_MS, at_the_end, open_doc, person
+from tests.test_prosemirror import EVERYTHING, EVERYTHING_HTML
 
 DUMP_SCHEMA = """() => {
   const schema = window.collab.editor.schema
@@ -234,3 +235,15 @@ async def _is(page: Page, wanted: Any) -> bool:
 
 async def _shows(page: Page, text: str) -> bool:
     return text in str(await page.evaluate("window.collab.editor.getText()"))
+
+
+async def test_a_document_put_as_json_opens_in_the_editor_as_exactly_that_json(
+    browser: Browser, server: RunningServer
+) -> None:
+    body = json.dumps(EVERYTHING)
+    assert await put(server, "fresh", body, "application/json") == 201
+    page = await open_doc(await person(browser, "Ada", "#1f6feb"), server.http, "fresh")
+    await shows_json(page, EVERYTHING, "the editor shows the JSON put")
+    assert await page.evaluate("window.collab.editor.getHTML()") == EVERYTHING_HTML
+    await asyncio.sleep(0.6)  # the editor wrote nothing back (no fix-ups of the content)
+    assert json.loads((await get(server, "fresh", format="prosemirror"))[1]) == EVERYTHING
