@@ -408,11 +408,12 @@ class Bus:
 
     # --- who takes a document's versions
 
-    async def lease(self, doc: str, seconds: float) -> bool:
-        """Take or renew the lease on `doc`'s automatic versions; False if another
-        server holds it. Without Redis, True: a redundant version is safe (it prunes
-        only what its own state covers), a document never versioned loads slowly."""
-        key = self._prefix + "lease:" + doc
+    async def lease(self, doc: str, seconds: float, kind: str = "lease") -> bool:
+        """Take or renew the lease on `doc`'s automatic versions (`kind` "seed": on
+        being the one to seed it); False if another server holds it. Without Redis,
+        True: a redundant version is safe (it prunes only what its own state covers), a
+        document never versioned loads slowly."""
+        key = f"{self._prefix}{kind}:{doc}"
         try:
             held = await self._client.eval(_LEASE_SCRIPT, 1, key, self._node, int(seconds * 1000))
         except (RedisError, OSError) as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from collab.auth import MIN_SECRET_LENGTH, Authorizer
+from collab.hooks import Hooks, load_hooks
 from collab.logs import LogFormat, redact
 from collab.store.retention import parse_policy
 from collab.yjs.roots import parse_hints
@@ -227,6 +228,23 @@ class Settings:
         64 * MiB, "Size quota of a document; an update that would pass it is refused."
     )
 
+    # --- Integration
+    hooks: Hooks | None = _opt(
+        None,
+        "An app's hooks, 'package.module:name' naming a collab.hooks.Hooks: told when "
+        "documents load, change, settle, get versions, are restored or deleted, and when "
+        "clients connect and leave (README, 'Hooks').",
+        parse=load_hooks,
+    )
+    hook_timeout: float = _opt(
+        10.0, "Longest a hook call may take; one that takes longer is cancelled and logged."
+    )
+    change_debounce: float = _opt(
+        2.0,
+        "Seconds without a change after which a document counts as settled (the "
+        "on_settled hook, the document.changed webhook).",
+    )
+
     # --- Operations
     metrics: Switch = _opt(
         "on",
@@ -268,6 +286,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.hook_timeout <= 0 or self.change_debounce <= 0:
+            raise ValueError("hook_timeout and change_debounce must be positive")
         if self.drain_seconds < 0:
             raise ValueError("drain_seconds must not be negative")
         if self.port < 0 or self.port > 65535:

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import pycrdt
 
 from collab.config import Settings
+from collab.edits import edit
 from collab.errors import BadRequest, Conflict, DocNotFound, StoreError, UpdateRejected
+from collab.hooks import HookRunner, Hooks, VersionEvent
 from collab.journal import Journal
 from collab.logs import redact
 from collab.metrics import Metrics
@@ -202,15 +204,27 @@ async def open_documents(
 ) -> AsyncIterator[Documents]:
     """The documents of `store`, for a server or a command: a journal, the rooms over
     it, and the operations; with `bus`, they hear of and announce other servers'
-    updates. On exit every room is saved and unloaded, then the journal stops (the store
-    and the bus stay open: their opener closes them)."""
-    journal = Journal(store, settings, bus, metrics)
+    updates; `settings.hooks` hear of what happens. On exit every room is saved and
+    unloaded, the hooks get their last calls, then the journal stops (the store and the
+    bus stay open: their opener closes them)."""
+    metrics = metrics or Metrics()
+    subscribers: list[Hooks] = [settings.hooks] if settings.hooks else []
+    hooks = HookRunner(
+        subscribers,
+        timeout=settings.hook_timeout,
+        debounce=settings.change_debounce,
+        metrics=metrics,
+    )
+    journal = Journal(store, settings, bus, metrics, hooks)
     rooms = Rooms(journal, store, settings, bus)
     try:
-        yield Documents(rooms, store, store, settings)
+        documents = Documents(rooms, store, store, settings)
+        await hooks.start(documents)
+        yield documents
     finally:
         try:
             await rooms.close()
+            await hooks.close(settings.hook_timeout)
         finally:
             await journal.close()
 
@@ -282,6 +296,21 @@ class Documents:
                 raise BadRequest(f"not a Yjs update: {exc}") from exc
             await room.ledger.flush()
 
+    @asynccontextmanager
+    async def edit(self, name: str, origin: str = "app") -> AsyncIterator[pycrdt.Doc[Any]]:
+        """Change `name` (creating it) in-process, as a pycrdt `Doc`: when the block ends
+        what changed is committed and relayed to every client like any edit, and hooks
+        hear of it with `origin`. Raising in the block changes nothing.
+
+        >>> async with documents.edit("notes") as doc:  # doctest: +SKIP
+        ...     doc.get("title", type=pycrdt.Text).insert(0, "Minutes")
+
+        Raises:
+            QuotaExceeded: the change would pass the document's quota; nothing changed.
+        """
+        async with self._room(name, must_exist=False) as room, edit(room, origin) as doc:
+            yield doc
+
     async def delete(self, name: str) -> None:
         if not await self._rooms.delete(name):
             raise DocNotFound(f"no document named {name!r}")
@@ -312,9 +341,11 @@ class Documents:
                 )
             except (RootTypeConflict, UpdateFormatError) as exc:
                 raise Conflict(str(exc)) from exc
-            room.apply_update(*updates, size_after=size)
+            room.apply_update(*updates, size_after=size, origin="restore")
             await room.ledger.flush()
         restored = next(s for s in await self._history.versions(name) if s.id == version)
+        if hooks := self._rooms.journal.hooks:
+            hooks.call("on_restore", VersionEvent(name, restored, before))
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
         return Restored(restored, before)
 

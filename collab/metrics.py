@@ -123,6 +123,18 @@ METRICS: tuple[Spec, ...] = (
         "histogram",
         f"How late a tick scheduled every {LOOP_TICK_SECONDS} s ran: time the loop was busy.",
     ),
+    Spec(
+        "hook_calls",
+        "counter",
+        "Calls of the app's hooks, by hook and result (ok, error, timeout).",
+        ("hook", "result"),
+    ),
+    Spec(
+        "hook_dropped",
+        "counter",
+        "Hook calls dropped because the hook fell too far behind, by hook.",
+        ("hook",),
+    ),
     Spec("bus_connected", "gauge", "1 while the Redis relay is connected.", cluster=True),
     Spec(
         "bus_reconnects", "counter", "Times the Redis relay was lost and made again.", cluster=True
@@ -220,6 +232,8 @@ class Metrics:
         self.retention_failures = 0
         self.retention_deleted_versions = 0
         self.event_loop_lag_seconds = Buckets(_LAG)
+        self.hook_calls: Counter[tuple[str, str]] = Counter()
+        self.hook_dropped: Counter[str] = Counter()
         self.bus_reconnects = 0
         self.bus_published = 0
         self.bus_updates_received = 0
