@@ -325,3 +325,40 @@ async def _log_settled(event: Settled) -> None:
 
 
 EXAMPLE_HOOKS = Hooks(on_settled=_log_settled)
+
+
+def readme_hooks_example() -> str:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    after = readme.split("<!-- hooks example:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_hooks_example_runs_under_collab_serve(
+    server_process: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "app" / "myapp"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "hooks.py").write_text(readme_hooks_example())
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "app"))
+    proc = server_process("--hooks", "myapp.hooks:hooks", "--change-debounce", "0.2")
+    proc.start()
+    async with Client(proc.url, "notes") as client:
+        fragment = client.doc.get("default", type=pycrdt.XmlFragment)
+        assert str(fragment) == "<paragraph>Welcome!</paragraph>"  # seeded before the sync
+        paragraph = fragment.children[0]
+        assert isinstance(paragraph, pycrdt.XmlElement)
+        text = paragraph.children[0]
+        assert isinstance(text, pycrdt.XmlText)
+        text += " TODO: agenda"
+        await client.flush()
+        async with Client(proc.url, "todo-index") as index:
+            docs = index.doc.get("docs", type=pycrdt.Map)
+            await index.wait_for(lambda: "notes" in docs, timeout=10)
+            assert docs["notes"] == 2  # the seed, then the edit
+    async with asyncio.timeout(5):  # the hooks are told after the clients are
+        while "todo-index: update 2 by indexer" not in (log := proc.log_path.read_text()):
+            await asyncio.sleep(0.05)
+    assert "notes: update 1 by load" in log
+    assert "notes: update 2 by 127.0.0.1" in log
+    assert "notes settled at 2: 21 characters" in log
