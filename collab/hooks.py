@@ -165,8 +165,8 @@ class HookRunner:
         self._timeout = timeout
         self._debounce = debounce
         self._metrics = metrics
-        self.wants_changes = any(h.on_change for h in self._subscribers)
-        self.wants_settled = any(h.on_settled for h in self._subscribers)
+        self.wants_changes = self.wants("on_change")
+        self.wants_settled = self.wants("on_settled")
         self._lanes: dict[tuple[int, str], deque[tuple[str, Hook, Any]]] = {}
         self._changes: dict[int, deque[Change]] = {}
         self._tasks: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -178,6 +178,10 @@ class HookRunner:
 
     def __bool__(self) -> bool:
         return bool(self._subscribers)
+
+    def wants(self, name: str) -> bool:
+        """Whether some subscriber has hook `name`."""
+        return any(getattr(hooks, name) is not None for hooks in self._subscribers)
 
     # --- what rooms and operations call, synchronously
 

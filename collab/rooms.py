@@ -128,7 +128,7 @@ class Rooms:
                 room.presence_out = partial(self._bus.publish_presence, name)
                 await self._bus.watch(_Watched(room))
                 await room.ledger.read_log()
-            if self._journal.hooks:
+            if self._journal.hooks and self._journal.hooks.wants("on_load"):
                 await self._tell_loaded(room)
         finally:
             del self._loading[name]
