@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # documents imports the rooms, which import this
 
 log = logging.getLogger(__name__)
 
-_MAX_CHANGES = 100_000  # changes waiting for on_change; past it the oldest are dropped
+MAX_CHANGES = 100_000  # changes waiting for on_change; past it the oldest are dropped
 _MAX_CALLS = 10_000  # calls waiting in one lane; past it the oldest are dropped
 
 
@@ -204,7 +204,7 @@ class HookRunner:
                 if hooks.on_change is not None:
                     waiting = self._changes.setdefault(index, deque())
                     waiting.extend(changes)
-                    while len(waiting) > _MAX_CHANGES:
+                    while len(waiting) > MAX_CHANGES:
                         waiting.popleft()
                         self._dropped("on_change")
                     self._run((index, "changes"))

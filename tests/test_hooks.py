@@ -22,15 +22,19 @@ from collab.client import Client
 from collab.documents import Documents
 from collab.errors import DocNotFound
 from collab.hooks import (
+    MAX_CHANGES,
     Change,
     Connection,
     DocEvent,
+    HookRunner,
     Hooks,
     Loaded,
+    Origin,
     Settled,
     VersionEvent,
     load_hooks,
 )
+from collab.metrics import Metrics
 from tests.conftest import RunningServer
 
 MakeServer = Callable[..., Awaitable[RunningServer]]
@@ -362,3 +366,82 @@ async def test_the_readme_hooks_example_runs_under_collab_serve(
     assert "notes: update 1 by load" in log
     assert "notes: update 2 by 127.0.0.1" in log
     assert "notes settled at 2: 21 characters" in log
+
+
+# --- the runner alone, on a real event loop
+
+
+def runner_for(hooks: Hooks, *, timeout: float = 5.0, debounce: float = 0.05) -> HookRunner:
+    return HookRunner([hooks], timeout=timeout, debounce=debounce, metrics=Metrics())
+
+
+def change(offset: int) -> Change:
+    return Change("d", offset, b"", Origin("server", "test"))
+
+
+async def test_a_slow_on_change_gets_what_came_meanwhile_in_one_batch() -> None:
+    release = asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def on_change(changes: Sequence[Change]) -> None:
+        batches.append([c.offset for c in changes])
+        await release.wait()
+
+    runner = runner_for(Hooks(on_change=on_change))
+    runner.changed([change(1)])
+    await asyncio.sleep(0.01)
+    for offset in range(2, 6):
+        runner.changed([change(offset)])
+    release.set()
+    await runner.close(1.0)
+    assert batches == [[1], [2, 3, 4, 5]]
+
+
+async def test_a_hook_that_falls_too_far_behind_has_its_oldest_changes_dropped() -> None:
+    release = asyncio.Event()
+    told: list[int] = []
+
+    async def on_change(changes: Sequence[Change]) -> None:
+        await release.wait()
+        told.extend(c.offset for c in changes)
+
+    runner = runner_for(Hooks(on_change=on_change))
+    metrics = runner._metrics
+    runner.changed([change(0)])
+    await asyncio.sleep(0.01)  # the first call waits; the rest queue behind it
+    runner.changed([change(offset) for offset in range(1, MAX_CHANGES + 11)])
+    assert metrics.hook_dropped["on_change"] == 10
+    release.set()
+    await runner.close(5.0)
+    assert told[:2] == [0, 11] and told[-1] == MAX_CHANGES + 10
+    assert len(told) == MAX_CHANGES + 1
+
+
+async def test_a_clients_connect_is_told_before_its_disconnect_even_when_slow() -> None:
+    told: list[str] = []
+
+    async def on_connect(event: Connection) -> None:
+        await asyncio.sleep(0.1)
+        told.append(f"connect {event.peer}")
+
+    async def on_disconnect(event: Connection) -> None:
+        told.append(f"disconnect {event.peer}")
+
+    runner = runner_for(Hooks(on_connect=on_connect, on_disconnect=on_disconnect))
+    runner.call("on_connect", Connection("d", "a", "write"))
+    runner.call("on_disconnect", Connection("d", "a", "write", close_code=1000))
+    await runner.close(2.0)
+    assert told == ["connect a", "disconnect a"]
+
+
+async def test_a_pause_still_waited_for_at_shutdown_is_told_then() -> None:
+    settled: list[Settled] = []
+
+    async def on_settled(event: Settled) -> None:
+        settled.append(event)
+
+    runner = runner_for(Hooks(on_settled=on_settled), debounce=60.0)
+    runner.changed([change(1), change(2)])
+    runner.touched("other", 7, mine=False)  # another server's: its server tells it
+    await runner.close(1.0)
+    assert settled == [Settled("d", 2)]
