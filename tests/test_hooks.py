@@ -445,3 +445,15 @@ async def test_a_pause_still_waited_for_at_shutdown_is_told_then() -> None:
     runner.touched("other", 7, mine=False)  # another server's: its server tells it
     await runner.close(1.0)
     assert settled == [Settled("d", 2)]
+
+
+async def test_an_in_process_edit_on_one_server_reaches_a_client_of_another(
+    make_server: MakeServer, redis_url: str, db_path: Path
+) -> None:
+    servers = [
+        await make_server(db=db_path, redis=redis_url, node_id=f"n{index}") for index in range(2)
+    ]
+    async with Client(servers[1].url, "d") as client:
+        async with servers[0].runner.app[DOCUMENTS].edit("d", origin="bot") as doc:
+            doc.get("t", type=pycrdt.Text).insert(0, "from the other server")
+        await client.wait_for(lambda: text_of(client) == "from the other server")
