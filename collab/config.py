@@ -95,10 +95,15 @@ def parse_webhooks(text: str) -> tuple[str, ...]:
     """
     urls = [part.strip() for part in text.split(",") if part.strip()]
     for url in urls:
-        parsed = urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"a webhook is an http:// or https:// URL with a host, not {url!r}")
+        check_webhook_url(url)
     return tuple(dict.fromkeys(urls))
+
+
+def check_webhook_url(url: str) -> None:
+    """Raises: ValueError: `url` is not an absolute http(s) URL."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"a webhook is an http:// or https:// URL with a host, not {url!r}")
 
 
 def check_webhook_secret(secret: str) -> None:
@@ -348,6 +353,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.change_debounce < 0:
             raise ValueError("change_debounce must not be negative")
+        for url in self.webhook:
+            check_webhook_url(url)
         if self.webhook:
             check_webhook_secret(self.webhook_secret)
         parse_policy(self.retention)

@@ -34,7 +34,7 @@ LEASE = "webhooks"
 LEASE_SECONDS = 10.0
 _RENEW_SECONDS = 2.0
 _POLL_SECONDS = 1.0  # events other nodes recorded are sent at most this late
-_PARALLEL = 16  # deliveries in flight at once: also the rows the sender holds, at most
+PARALLEL = 16  # deliveries in flight at once: also the rows the sender holds, at most
 _SCAN_SECONDS = 10.0  # how often changed documents without their event are looked for
 _SCAN_PAGE = 500
 _BACKLOG_SECONDS = 5.0  # how often the outbox's depth is read for /metrics
@@ -74,6 +74,7 @@ class Sender:
         self._signer = Webhook(str(settings.webhook_secret))
         self._wakeup = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._settled: set[int] | None = None  # tries ended while due() is read
         # When the retries this server scheduled fall due (time.time()), the soonest first;
         # past the bound the latest are forgotten (the poll finds them, a second late).
         self._retries: list[float] = []
@@ -93,6 +94,11 @@ class Sender:
         """Start sending; `announce(doc, offset)` records a document.changed."""
         self._announce = announce
         self._task = asyncio.create_task(self._run(), name="webhook sender")
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being tried now (at most PARALLEL)."""
+        return len(self._in_flight)
 
     def wake(self) -> None:
         """Something was added: look at the outbox now."""
@@ -157,20 +163,29 @@ class Sender:
         if now >= self._next_backlog:
             self._next_backlog = now + _BACKLOG_SECONDS
             self._depth, self._oldest = await self._outbox.backlog()
-        free = _PARALLEL - len(self._in_flight)
+        free = PARALLEL - len(self._in_flight)
         if free <= 0:
             return
-        # The heads in flight are due still (until done): ask for that many more.
-        for delivery in await self._outbox.due(now, free + len(self._in_flight)):
-            if len(self._in_flight) >= _PARALLEL:
+        # The heads in flight are due still (until done): ask for that many more. A try
+        # that ends while the query runs may be read as it was before: skip it this time
+        # (found: a head tried twice at once).
+        self._settled = settled = set[int]()
+        try:
+            due = await self._outbox.due(now, free + len(self._in_flight))
+        finally:
+            self._settled = None
+        for delivery in due:
+            if len(self._in_flight) >= PARALLEL:
                 break
-            if delivery.id not in self._in_flight:
+            if delivery.id not in self._in_flight and delivery.id not in settled:
                 task = asyncio.create_task(self._deliver(session, delivery))
                 self._in_flight[delivery.id] = task
                 task.add_done_callback(partial(self._done, delivery.id))
 
     def _done(self, delivery_id: int, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
+        if self._settled is not None:
+            self._settled.add(delivery_id)
         self._wakeup.set()  # its document's next event may be due now
 
     async def _announce_quiet(self, now: float) -> None:
@@ -265,8 +280,8 @@ class Sender:
         )
         await self._outbox.retry(delivery.id, at)
         heapq.heappush(self._retries, at)
-        if len(self._retries) > 4 * _PARALLEL:
-            self._retries = heapq.nsmallest(2 * _PARALLEL, self._retries)
+        if len(self._retries) > 4 * PARALLEL:
+            self._retries = heapq.nsmallest(2 * PARALLEL, self._retries)
 
     def _give_up(self, delivery: Delivery, reason: str, why: str) -> None:
         self._metrics.webhook_give_ups[reason] += 1

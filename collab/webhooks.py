@@ -56,6 +56,11 @@ class Webhooks:
         self._endpoints = settings.webhook
         self._sender = sender
 
+    @property
+    def sender(self) -> Sender | None:
+        """What sends the events from this server's outbox (None for a command)."""
+        return self._sender
+
     async def emit(self, type: str, doc: str, data: Mapping[str, Any]) -> None:
         """Record an event of `doc`; it is durable in the outbox when this returns.
 

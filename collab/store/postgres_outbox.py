@@ -16,8 +16,8 @@ from collab.store import Delivery
 _LOCK_QUEUE = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))"
 _ADD = """
     INSERT INTO webhook_deliveries (endpoint, doc, event_id, body, created_at, due_at)
-    SELECT $1, $2, $3, $4, $5, CASE WHEN EXISTS (SELECT FROM webhook_deliveries
-        WHERE endpoint = $1 AND doc = $2) THEN NULL ELSE $5 END
+    SELECT $1::text, $2::text, $3::text, $4::text, $5::float8, CASE WHEN EXISTS (
+        SELECT FROM webhook_deliveries WHERE endpoint = $1 AND doc = $2) THEN NULL ELSE $5 END
 """
 _NEXT_DUE = """
     UPDATE webhook_deliveries SET due_at = $1 WHERE id = (SELECT min(id)

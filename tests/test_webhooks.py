@@ -1,0 +1,284 @@
+"""Webhooks end to end: a real HTTP receiver on a loopback port, real collab servers (in
+this process, or child processes killed with SIGKILL), real SQLite, PostgreSQL and
+Redis. Every event is verified with `standardwebhooks`, as a receiver would."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import logging
+import os
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pycrdt
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from collab.appkeys import DOCUMENTS, METRICS
+from collab.config import Secret, Settings
+from collab.delivery import PARALLEL
+from tests.conftest import RunningServer, free_port
+
+MakeServer = Callable[..., Awaitable[RunningServer]]
+SECRET = Secret("whsec_" + base64.b64encode(os.urandom(32)).decode())
+
+
+@dataclass
+class Received:
+    at: float  # time.monotonic()
+    headers: dict[str, str]
+    body: bytes
+    status: int  # what the receiver answered
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that records every request and answers `status`; `stop()` makes
+    its port refuse connections until `start()` again."""
+
+    port: int = field(default_factory=free_port)
+    status: int = 200
+    fail_first: int = 0  # answer 500 to this many requests first
+    fail_types: frozenset[str] = frozenset()  # answer 503 to events of these types
+    requests: list[Received] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        status = 500 if self.fail_first > 0 else self.status
+        if json.loads(body)["type"] in self.fail_types:
+            status = 503
+        self.fail_first -= 1
+        self.requests.append(Received(time.monotonic(), dict(request.headers), body, status))
+        return web.Response(status=status)
+
+    def events(self) -> list[dict[str, Any]]:
+        """What was accepted (2xx), each verified, once per webhook-id, in arrival order."""
+        seen: dict[str, dict[str, Any]] = {}
+        for received in self.requests:
+            event = Webhook(SECRET).verify(received.body, received.headers)
+            event_id = received.headers["webhook-id"]
+            if event_id in seen:
+                assert seen[event_id] == event  # a retry is the same event
+            elif 200 <= received.status < 300:
+                seen[event_id] = event
+        return list(seen.values())
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    made = Receiver()
+    await made.start()
+    yield made
+    await made.stop()
+
+
+def webhook_settings(receiver: Receiver, **extra: Any) -> dict[str, Any]:
+    return {"webhook": (receiver.url,), "webhook_secret": SECRET, **extra}
+
+
+def update(text: str) -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.get("t", type=pycrdt.Text).insert(0, text)
+    return doc.get_update()
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> Any:
+    async with http.request(method, url, **kw) as response:
+        assert response.status < 300, await response.text()
+        return await response.json() if response.content_type == "application/json" else None
+
+
+def of(events: list[dict[str, Any]], doc: str, *, changed: bool = False) -> list[str]:
+    """The types of `doc`'s events in order (without document.changed unless asked)."""
+    return [
+        e["type"]
+        for e in events
+        if e["data"]["doc"] == doc and (changed or e["type"] != "document.changed")
+    ]
+
+
+# --- settings
+
+
+def test_a_webhook_without_a_valid_secret_is_refused_at_start() -> None:
+    for secret in ("", "not-prefixed", "whsec_short", "whsec_!!!not base64!!!"):
+        with pytest.raises(ValueError, match="--webhook-secret"):
+            Settings(webhook=("http://127.0.0.1:9/x",), webhook_secret=Secret(secret))
+    with pytest.raises(ValueError, match="http:// or https://"):
+        Settings(webhook=("ftp://example.invalid/x",), webhook_secret=SECRET)
+
+
+# --- events, headers, signatures
+
+
+async def test_every_event_is_signed_verifiable_and_says_what_happened(
+    make_server: MakeServer, receiver: Receiver
+) -> None:
+    server = await make_server(**webhook_settings(receiver))
+    async with aiohttp.ClientSession() as http:
+        api = server.http + "/api/docs/"
+        await call(http, "POST", api + "notes/updates", data=update("hello"))
+        first = await call(http, "POST", api + "notes/versions", json={"label": "first"})
+        await call(http, "POST", api + "notes/updates", data=update("more "))
+        restored = await call(http, "POST", api + f"notes/versions/{first['id']}/restore")
+        await server.runner.app[DOCUMENTS].webhooks.changed("notes", 3)
+        await server.runner.app[DOCUMENTS].webhooks.changed("notes", 3)  # recorded already
+        await call(http, "DELETE", api + "notes")
+    await receiver.wait_for(lambda: "document.deleted" in of(receiver.events(), "notes"))
+    events = receiver.events()
+    assert of(events, "notes") == ["version.created", "version.restored", "document.deleted"]
+    created, restore, deleted = (e for e in events if e["type"] != "document.changed")
+    assert created["data"] == {"doc": "notes", "version": first}
+    assert restore["data"] == {
+        "doc": "notes",
+        "version": restored["restored"],
+        "pre_restore": restored["pre_restore"],
+    }
+    assert deleted["data"] == {"doc": "notes"}
+    assert [e["data"]["offset"] for e in events if e["type"] == "document.changed"] == [3]
+    for received in receiver.requests:
+        assert received.headers["Content-Type"] == "application/json"
+        assert abs(int(received.headers["webhook-timestamp"]) - time.time()) < 60
+        assert received.headers["webhook-id"].startswith("msg_")
+        stamp = json.loads(received.body)["timestamp"]
+        assert stamp.endswith("+00:00") and abs(time.time() - _parse(stamp)) < 60
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == len(receiver.requests)
+    with pytest.raises(Exception, match="signature"):
+        other = Webhook("whsec_" + base64.b64encode(os.urandom(32)).decode())
+        other.verify(receiver.requests[0].body, receiver.requests[0].headers)
+
+
+def _parse(stamp: str) -> float:
+    from collab.store import parse_time
+
+    return parse_time(stamp)
+
+
+async def test_a_document_changed_while_no_event_reported_it_is_announced_once_quiet(
+    make_server: MakeServer, receiver: Receiver
+) -> None:
+    """What a node killed before its debounce fired leaves: the sender finds documents
+    past their changed mark on start, and reports each once."""
+    server = await make_server(**webhook_settings(receiver, change_debounce=0.2))
+    async with aiohttp.ClientSession() as http:
+        for text in ("a", "b", "c"):
+            await call(http, "POST", server.http + "/api/docs/quiet/updates", data=update(text))
+    await server.stop()
+    await asyncio.sleep(0.3)  # quiet for the debounce when the next server starts
+    again = await make_server(**webhook_settings(receiver, change_debounce=0.2))
+    await receiver.wait_for(lambda: bool(of(receiver.events(), "quiet", changed=True)))
+    await asyncio.sleep(0.5)
+    events = receiver.events()
+    assert [(e["type"], e["data"]["offset"]) for e in events] == [("document.changed", 3)]
+    await again.stop()
+
+
+# --- retries, give-up, a dead endpoint
+
+
+@pytest.mark.slow  # seconds of retries
+async def test_backoff_grows_and_the_give_up_age_drops_an_event_and_the_next_goes_out(
+    make_server: MakeServer, receiver: Receiver
+) -> None:
+    receiver.fail_types = frozenset({"document.created"})
+    server = await make_server(
+        **webhook_settings(
+            receiver,
+            webhook_retry_seconds=0.2,
+            webhook_retry_max_seconds=1.0,
+            webhook_give_up_seconds=3.5,
+        )
+    )
+    webhooks = server.runner.app[DOCUMENTS].webhooks
+    await webhooks.emit("document.created", "d", {})
+    await webhooks.emit("document.deleted", "d", {})
+    await receiver.wait_for(lambda: [e["type"] for e in receiver.events()] == ["document.deleted"])
+    first_id = receiver.requests[0].headers["webhook-id"]
+    tries = [r.at for r in receiver.requests if r.headers["webhook-id"] == first_id]
+    # The document's next event waited for the first to be given up, then went out.
+    assert receiver.requests[-1].at > tries[-1]
+    assert len(receiver.requests) == len(tries) + 1
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    # Doubling from 0.2 s with jitter in each wait's second half, capped at 1 s; the last
+    # try at the give-up age.
+    assert len(tries) >= 5, gaps
+    assert 0.1 <= gaps[0] <= 0.35, gaps
+    for before, after in itertools.pairwise(gaps[:3]):
+        assert after >= before * 0.9, gaps
+    assert max(gaps) <= 1.2, gaps
+    assert 3.0 <= tries[-1] - tries[0] <= 4.5, gaps
+    metrics = server.runner.app[METRICS]
+    assert metrics.webhook_give_ups["age"] == 1
+    assert metrics.webhook_deliveries["failed"] == len(tries)
+    assert metrics.webhook_deliveries["delivered"] == 1
+
+
+@pytest.mark.slow  # seconds of retries
+async def test_a_dead_endpoint_keeps_memory_flat_and_rows_in_flight_bounded(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each failed try logs a warning, which pytest would keep in memory.
+    caplog.set_level(logging.ERROR, logger="collab.delivery")
+    dead = f"http://127.0.0.1:{free_port()}/nobody"  # nothing listens: refused at once
+    server = await make_server(
+        webhook=(dead,),
+        webhook_secret=SECRET,
+        webhook_retry_seconds=0.05,
+        webhook_retry_max_seconds=0.2,
+    )
+    webhooks = server.runner.app[DOCUMENTS].webhooks
+    metrics = server.runner.app[METRICS]
+    for doc in range(200):
+        for _ in range(5):
+            await webhooks.emit("document.created", f"doc-{doc}", {"padding": "x" * 200})
+    sender = webhooks.sender
+    tracemalloc.start()
+    try:
+        await asyncio.sleep(1.0)
+        failed_before, base = (
+            metrics.webhook_deliveries["failed"],
+            tracemalloc.get_traced_memory()[0],
+        )
+        most = 0
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            most = max(most, sender.in_flight)
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    tried = metrics.webhook_deliveries["failed"] - failed_before
+    assert tried >= 200, tried  # every head was tried, many times over
+    assert 0 < most <= PARALLEL
+    print(f"dead endpoint: {tried} failed tries in 4 s, traced memory grew {grown} bytes")
+    assert grown < 1_000_000, f"grew {grown} bytes over {tried} failed tries"
+    assert metrics.webhook_outbox_depth() == 1000  # nothing dropped, nothing held in memory
