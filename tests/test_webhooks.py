@@ -14,6 +14,7 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,8 +25,8 @@ from standardwebhooks import Webhook
 
 from collab.appkeys import DOCUMENTS, METRICS
 from collab.config import Secret, Settings
-from collab.delivery import PARALLEL
-from tests.conftest import RunningServer, free_port
+from collab.delivery import LEASE_SECONDS, PARALLEL
+from tests.conftest import RunningServer, ServerProcess, free_port
 
 MakeServer = Callable[..., Awaitable[RunningServer]]
 SECRET = Secret("whsec_" + base64.b64encode(os.urandom(32)).decode())
@@ -282,3 +283,185 @@ async def test_a_dead_endpoint_keeps_memory_flat_and_rows_in_flight_bounded(
     print(f"dead endpoint: {tried} failed tries in 4 s, traced memory grew {grown} bytes")
     assert grown < 1_000_000, f"grew {grown} bytes over {tried} failed tries"
     assert metrics.webhook_outbox_depth() == 1000  # nothing dropped, nothing held in memory
+
+
+# --- the issue's done-when: failures, a receiver down across a kill -9, every event once
+
+
+def server_args(receiver: Receiver, *extra: str) -> tuple[str, ...]:
+    return (
+        "--webhook",
+        receiver.url,
+        "--webhook-secret",
+        str(SECRET),
+        "--webhook-retry-seconds",
+        "0.2",
+        "--webhook-retry-max-seconds",
+        "1",
+        "--change-debounce",
+        "0.2",
+        *extra,
+    )
+
+
+async def version(http: aiohttp.ClientSession, base: str, doc: str, label: str) -> int:
+    made = await call(http, "POST", f"{base}/api/docs/{doc}/versions", json={"label": label})
+    return int(made["id"])
+
+
+async def edit(http: aiohttp.ClientSession, base: str, doc: str, text: str) -> None:
+    await call(http, "POST", f"{base}/api/docs/{doc}/updates", data=update(text))
+
+
+def labels(events: list[dict[str, Any]], doc: str) -> list[str]:
+    """`doc`'s events but document.changed, as type:label (of the version) in order."""
+    return [
+        e["type"] + ":" + str(e["data"].get("version", {}).get("label", ""))
+        for e in events
+        if e["data"]["doc"] == doc and e["type"] != "document.changed"
+    ]
+
+
+@pytest.mark.timeout(120)
+async def test_a_receiver_failing_then_down_across_a_kill_gets_every_event_once_in_order(
+    server_process: Callable[..., ServerProcess], receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.fail_first = 4
+    proc = server_process(*server_args(receiver))
+    proc.start()
+    base = f"http://127.0.0.1:{proc.port}"
+    async with aiohttp.ClientSession() as http:
+        await edit(http, base, "a", "one ")
+        a1 = await version(http, base, "a", "a1")
+        await edit(http, base, "b", "bee")
+        await version(http, base, "b", "b1")
+        await edit(http, base, "a", "two ")
+        await version(http, base, "a", "a2")
+        await call(http, "POST", f"{base}/api/docs/a/versions/{a1}/restore")
+        await call(http, "DELETE", f"{base}/api/docs/b")
+        await receiver.wait_for(lambda: len(receiver.requests) >= 6)
+        await receiver.stop()  # refuses connections from now on
+        await version(http, base, "a", "a3")
+        await edit(http, base, "c", "sea")  # only ever reported by document.changed
+        await edit(http, base, "d", "dee")
+        await version(http, base, "d", "d1")
+        await edit(http, base, "d", "more")
+        await asyncio.sleep(1.0)  # tries meet a refused connection
+        proc.kill()  # SIGKILL: nothing is flushed, nothing said goodbye
+        proc.start()
+        await asyncio.sleep(1.0)
+        await receiver.start()
+        expected = {
+            "a": [
+                "version.created:a1",
+                "version.created:a2",
+                "version.restored:a1",
+                "version.created:a3",
+            ],
+            "b": ["version.created:b1", "document.deleted:"],
+            "d": ["version.created:d1"],
+        }
+        offsets = {
+            doc["name"]: doc["update_count"]
+            for doc in (await call(http, "GET", base + "/api/docs"))["docs"]
+        }
+
+        def complete() -> bool:
+            events = receiver.events()
+            changed = {
+                e["data"]["doc"]: e["data"]["offset"]
+                for e in events
+                if e["type"] == "document.changed"
+            }
+            return all(labels(events, doc) == want for doc, want in expected.items()) and all(
+                changed.get(doc) == offset for doc, offset in offsets.items()
+            )
+
+        try:
+            await receiver.wait_for(complete, 30.0)
+        finally:
+            events = receiver.events()
+            about = json.dumps(events, indent=1)
+        await asyncio.sleep(1.5)  # nothing more comes: no event twice under two ids
+    events = receiver.events()
+    assert {doc: labels(events, doc) for doc in expected} == expected, about
+    assert set(offsets) == {"a", "c", "d"}
+    for doc in offsets:
+        changes = [
+            e["data"]["offset"]
+            for e in events
+            if e["type"] == "document.changed" and e["data"]["doc"] == doc
+        ]
+        assert changes == sorted(set(changes)) and changes[-1] == offsets[doc], about
+    assert [r.status for r in receiver.requests[:4]] == [500] * 4
+    log = proc.log_path.read_text()
+    assert "failed (HTTP 500)" in log and "Cannot connect to host" in log
+
+
+async def delivered(base: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "collab_webhook_deliveries_total" and sample.labels == {
+                "result": "delivered"
+            }:
+                return float(sample.value)
+    return 0.0
+
+
+@pytest.mark.slow  # two server processes
+@pytest.mark.timeout(120)
+async def test_one_node_of_a_cluster_sends_and_another_takes_over_when_it_is_killed(
+    tmp_path: Path, postgres_url: str, redis_url: str, receiver: Receiver
+) -> None:
+    nodes = [
+        ServerProcess(
+            postgres_url,
+            tmp_path / f"n{i}.log",
+            *server_args(receiver, "--redis", redis_url, "--node-id", f"n{i}"),
+        )
+        for i in range(2)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        bases = [f"http://127.0.0.1:{node.port}" for node in nodes]
+        async with aiohttp.ClientSession() as http:
+            for i in range(4):
+                await edit(http, bases[i % 2], f"x{i}", "x")
+                await version(http, bases[i % 2], f"x{i}", f"v{i}")
+            await receiver.wait_for(
+                lambda: sum(map(len, (labels(receiver.events(), f"x{i}") for i in range(4)))) == 4
+            )
+            senders = [
+                i
+                for i, node in enumerate(nodes)
+                if "this server sends them now" in node.log_path.read_text()
+            ]
+            assert len(senders) == 1, senders
+            sender, other = senders[0], 1 - senders[0]
+            assert await delivered(bases[other]) == 0
+            assert await delivered(bases[sender]) == len(
+                [r for r in receiver.requests if r.status == 200]
+            )
+            nodes[sender].kill()
+            killed = time.monotonic()
+            for i in range(4, 7):
+                await edit(http, bases[other], f"x{i}", "x")
+                await version(http, bases[other], f"x{i}", f"v{i}")
+            await receiver.wait_for(
+                lambda: all(labels(receiver.events(), f"x{i}") for i in range(7)), 30.0
+            )
+            took = time.monotonic() - killed
+        assert took <= LEASE_SECONDS + 3, took
+        assert "this server sends them now" in nodes[other].log_path.read_text()
+        events = receiver.events()
+        assert {f"x{i}": labels(events, f"x{i}") for i in range(7)} == {
+            f"x{i}": [f"version.created:v{i}"] for i in range(7)
+        }
+    finally:
+        for node in nodes:
+            node.kill()
