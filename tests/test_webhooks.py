@@ -14,6 +14,7 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -465,3 +466,54 @@ async def test_one_node_of_a_cluster_sends_and_another_takes_over_when_it_is_kil
     finally:
         for node in nodes:
             node.kill()
+
+
+# --- the README's receiver
+
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+async def test_the_readmes_receiver_verifies_and_handles_each_event_once(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snippet = README.split("<!-- receiver -->\n```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("COLLAB_WEBHOOK_SECRET", str(SECRET))
+    namespace: dict[str, Any] = {"__name__": "receiver"}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    runner = web.AppRunner(namespace["app"], access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        url = f"http://127.0.0.1:{port}/collab-events"
+        server = await make_server(webhook=(url,), webhook_secret=SECRET)
+        async with aiohttp.ClientSession() as http:
+            await edit(http, server.http, "notes", "hi")
+            await version(http, server.http, "notes", "draft")
+            await call(http, "DELETE", server.http + "/api/docs/notes")
+            async with asyncio.timeout(15):
+                while len(namespace["seen"]) < 2:
+                    await asyncio.sleep(0.02)
+            # A forged event is refused; a repeated one is acknowledged, not handled again.
+            forged = {"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time()))}
+            forged["webhook-signature"] = "v1,AAAA"
+            async with http.post(url, data=b"{}", headers=forged) as response:
+                assert response.status == 400
+            body = '{"type":"document.deleted","timestamp":"","data":{"doc":"again"}}'
+            now = datetime.now(UTC)
+            signed = {
+                "webhook-id": "msg_repeat",
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": Webhook(SECRET).sign("msg_repeat", now, body),
+            }
+            for _ in range(2):
+                async with http.post(url, data=body.encode(), headers=signed) as response:
+                    assert response.status == 204
+    finally:
+        await runner.cleanup()
+    assert capsys.readouterr().out.splitlines() == [
+        "version.created notes",
+        "document.deleted notes",
+        "document.deleted again",
+    ]
