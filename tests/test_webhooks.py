@@ -517,3 +517,25 @@ async def test_the_readmes_receiver_verifies_and_handles_each_event_once(
         "document.deleted notes",
         "document.deleted again",
     ]
+
+
+async def test_a_command_on_the_database_records_its_events_for_the_server_to_send(
+    db_path: Path,
+) -> None:
+    from collab.cli import main
+    from collab.store import open_store
+
+    store = await open_store(db_path)
+    await store.append({"notes": [update("hi")]})
+    await store.close()
+    environ = {"COLLAB_WEBHOOK": "http://127.0.0.1:9/hook", "COLLAB_WEBHOOK_SECRET": str(SECRET)}
+    argv = ["version", "notes", "--label", "by hand", "--db", str(db_path)]
+    assert await asyncio.to_thread(main, argv, environ) == 0
+    store = await open_store(db_path)
+    try:
+        (due,) = await store.due(time.time() + 1, 10)
+    finally:
+        await store.close()
+    assert due.endpoint == "http://127.0.0.1:9/hook"
+    event = json.loads(due.body)
+    assert (event["type"], event["data"]["version"]["label"]) == ("version.created", "by hand")
