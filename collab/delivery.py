@@ -78,7 +78,7 @@ class Sender:
         # When the retries this server scheduled fall due (time.time()), the soonest first;
         # past the bound the latest are forgotten (the poll finds them, a second late).
         self._retries: list[float] = []
-        self._renewed = -LEASE_SECONDS  # when the lease was last renewed (monotonic)
+        self._asked = -LEASE_SECONDS  # when the lease was last asked for (monotonic)
         self._holding = self._bus is None
         self._next_scan = 0.0
         self._next_backlog = 0.0
@@ -126,6 +126,8 @@ class Sender:
                             await self._stop_sending()
                     except StoreError as exc:
                         log.error("webhooks: the outbox cannot be read, will try again: %s", exc)
+                    except Exception:  # a bug must not stop every later event
+                        log.exception("webhooks: the sender failed, will go on")
                     await self._sleep()
             finally:
                 await self._stop_sending()
@@ -136,14 +138,13 @@ class Sender:
         if self._bus is None:
             return True
         now = time.monotonic()
-        if self._holding and now - self._renewed < _RENEW_SECONDS:
-            return True
+        if now - self._asked < _RENEW_SECONDS:  # an event recorded here wakes us: no ask
+            return self._holding
+        self._asked = now
         held = await self._bus.hold(LEASE, LEASE_SECONDS, unreachable=False)
         if held != self._holding:
             log.info("webhooks: %s", "this server sends them now" if held else "another sends")
             self._holding = held
-        if held:
-            self._renewed = now
         return held
 
     async def _stop_sending(self) -> None:
@@ -184,6 +185,8 @@ class Sender:
 
     def _done(self, delivery_id: int, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("webhooks: delivery %d failed: %r", delivery_id, error, exc_info=error)
         if self._settled is not None:
             self._settled.add(delivery_id)
         self._wakeup.set()  # its document's next event may be due now
