@@ -40,6 +40,7 @@ from collab.yjs.update import UpdateFormatError
 
 if TYPE_CHECKING:  # redis is the cluster extra's: imported only when a bus is made
     from collab.bus import Bus
+    from collab.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +202,18 @@ async def open_documents(
     settings: Settings,
     bus: Bus | None = None,
     metrics: Metrics | None = None,
+    webhooks: Webhooks | None = None,
 ) -> AsyncIterator[Documents]:
     """The documents of `store`, for a server or a command: a journal, the rooms over
     it, and the operations; with `bus`, they hear of and announce other servers'
-    updates; `settings.hooks` hear of what happens. On exit every room is saved and
-    unloaded, the hooks get their last calls, then the journal stops (the store and the
-    bus stay open: their opener closes them)."""
+    updates; `settings.hooks` hear of what happens; with `webhooks`, their events are
+    recorded for the endpoints. On exit every room is saved and unloaded, the hooks get
+    their last calls, then the journal stops (the store, the bus and the webhooks stay
+    open: their opener closes them)."""
     metrics = metrics or Metrics()
     subscribers: list[Hooks] = [settings.hooks] if settings.hooks else []
+    if webhooks is not None:
+        subscribers.append(webhooks.hooks())
     hooks = HookRunner(
         subscribers,
         timeout=settings.hook_timeout,
@@ -218,7 +223,7 @@ async def open_documents(
     journal = Journal(store, settings, bus, metrics, hooks)
     rooms = Rooms(journal, store, settings, bus)
     try:
-        documents = Documents(rooms, store, store, settings)
+        documents = Documents(rooms, store, store, settings, webhooks)
         await hooks.start(documents)
         yield documents
     finally:
@@ -233,9 +238,17 @@ class Documents:
     """Operations on whole documents, for the API and the CLI."""
 
     def __init__(
-        self, rooms: Rooms, history: History, catalogue: Catalogue, settings: Settings
+        self,
+        rooms: Rooms,
+        history: History,
+        catalogue: Catalogue,
+        settings: Settings,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.rooms = rooms
+        # Each operation records its event before it answers (after it took effect: a
+        # crash in between loses the event, never announces what did not happen).
+        self.webhooks = webhooks
         self._rooms = rooms
         self._history = history
         self._catalogue = catalogue
@@ -314,6 +327,8 @@ class Documents:
     async def delete(self, name: str) -> None:
         if not await self._rooms.delete(name):
             raise DocNotFound(f"no document named {name!r}")
+        if self.webhooks is not None:
+            await self.webhooks.emit("document.deleted", name, {})
 
     async def versions(self, name: str) -> list[Version]:
         """The versions of `name`, newest first."""
@@ -324,7 +339,10 @@ class Documents:
         label = check_label(label)
         async with self._room(name) as room:
             await room.ledger.flush()
-            return await room.ledger.save_version("named", label)
+            version = await room.ledger.save_version("named", label)
+        if self.webhooks is not None:
+            await self.webhooks.emit("version.created", name, {"version": version.as_json()})
+        return version
 
     async def restore(self, name: str, version: int) -> Restored:
         """Make `name` equal to `version` again, as edits every client receives; the
@@ -347,7 +365,12 @@ class Documents:
         if hooks := self._rooms.journal.hooks:
             hooks.call("on_restore", VersionEvent(name, restored, before))
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
-        return Restored(restored, before)
+        done = Restored(restored, before)
+        if self.webhooks is not None:
+            # The pre-restore version is in this event, not in a version.created of its own.
+            data = {"version": restored.as_json(), "pre_restore": before.as_json()}
+            await self.webhooks.emit("version.restored", name, data)
+        return done
 
     async def thin(self) -> int:
         """Delete the versions the retention policy no longer keeps; return how many."""

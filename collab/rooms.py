@@ -144,7 +144,8 @@ class Rooms:
         seeded. In a cluster only the server that takes the seed lease hears it is new."""
         assert self._journal.hooks is not None
         new = room.is_empty and (
-            self._bus is None or await self._bus.lease(room.name, _SEED_LEASE, kind="seed")
+            self._bus is None
+            or await self._bus.hold("seed:" + room.name, _SEED_LEASE, unreachable=True)
         )
         await self._journal.hooks.load(Loaded(room.name, new, partial(edit, room, "load")))
 
