@@ -1,7 +1,7 @@
 """Wiring: the aiohttp application and how it starts and stops. No logic of its own.
 
-Parts are created in `cleanup_ctx` order (the database lock, the store, the rooms and
-documents, the retention task) and torn down in reverse.
+Parts are created in `cleanup_ctx` order (the database lock, the store, the webhooks'
+sender, the rooms and documents, the retention task) and torn down in reverse.
 On shutdown the listening socket closes first, then every connection is closed with 1001
 so providers reconnect elsewhere, then rooms commit and take their last versions, then
 the store closes.
@@ -48,6 +48,7 @@ from collab.lockfile import DatabaseLock
 from collab.metrics import Metrics
 from collab.peer import CLOSE_GOING_AWAY
 from collab.store import open_store
+from collab.webhooks import open_webhooks
 from collab.yjs import document
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,10 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
     if bus is not None:
         app[CHECKS]["redis"] = app[READY]["redis"] = bus.ping
     try:
-        async with open_documents(app[STORE], app[SETTINGS], bus, app[METRICS]) as documents:
+        async with (
+            open_webhooks(app[STORE], app[SETTINGS], bus, app[METRICS]) as webhooks,
+            open_documents(app[STORE], app[SETTINGS], bus, app[METRICS], webhooks) as documents,
+        ):
             commits: Callable[[], Awaitable[None]] = partial(_commits, documents.rooms.journal)
             app[READY]["commits"] = commits
             app[ROOMS] = documents.rooms

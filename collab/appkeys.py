@@ -16,10 +16,10 @@ from collab.journal import Journal
 from collab.lockfile import DatabaseLock
 from collab.metrics import Metrics
 from collab.rooms import Rooms
-from collab.store import Catalogue, DocumentLog, History
+from collab.store import Catalogue, DocumentLog, History, Outbox
 
 
-class Store(DocumentLog, History, Catalogue, Revocations, Protocol):
+class Store(DocumentLog, History, Catalogue, Revocations, Outbox, Protocol):
     """A store for a whole server (SQLiteStore is one)."""
 
     async def ping(self) -> None:

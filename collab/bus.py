@@ -15,7 +15,7 @@ their clients' states), and one channel for the cluster carries heartbeats (a se
 heard of for 10 s is gone: its clients' states are dropped everywhere), deletions and
 revocations. States of other servers' clients not renewed for 30 s are dropped too,
 which also repairs lost messages. A key per document says which server takes its
-automatic versions (a lease).
+automatic versions (a lease), and one which server sends the webhooks.
 """
 
 from __future__ import annotations
@@ -58,6 +58,14 @@ local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
+end
+return 0
+"""
+
+# Delete the lease if ours.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
 end
 return 0
 """
@@ -412,13 +420,28 @@ class Bus:
         """Take or renew the lease on `doc`'s automatic versions; False if another
         server holds it. Without Redis, True: a redundant version is safe (it prunes
         only what its own state covers), a document never versioned loads slowly."""
-        key = self._prefix + "lease:" + doc
+        return await self.hold("lease:" + doc, seconds, unreachable=True)
+
+    async def hold(self, name: str, seconds: float, *, unreachable: bool) -> bool:
+        """Take or renew the cluster's lease `name`: one server holds it at a time, until
+        it lets `seconds` pass without renewing it, or releases it. False if another
+        server holds it; `unreachable` if Redis cannot be asked."""
         try:
-            held = await self._client.eval(_LEASE_SCRIPT, 1, key, self._node, int(seconds * 1000))
+            held = await self._client.eval(
+                _LEASE_SCRIPT, 1, self._prefix + name, self._node, int(seconds * 1000)
+            )
         except (RedisError, OSError) as exc:
-            log.warning("bus: %s: cannot ask for its versions' lease, taking it: %s", doc, exc)
-            return True
+            verdict = "taking it" if unreachable else "not taking it"
+            log.warning("bus: cannot ask for the lease %s, %s: %s", name, verdict, exc)
+            return unreachable
         return bool(held)
+
+    async def release(self, name: str) -> None:
+        """Give up the lease `name` if this server holds it, so another takes it at once."""
+        try:
+            await self._client.eval(_RELEASE_SCRIPT, 1, self._prefix + name, self._node)
+        except (RedisError, OSError) as exc:
+            log.warning("bus: cannot release the lease %s (it expires): %s", name, exc)
 
     async def ping(self) -> None:
         """Raises: StoreError: Redis does not answer, or the relay is not connected yet

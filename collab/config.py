@@ -9,13 +9,17 @@ Every field's metadata carries its help text; the CLI derives `--flag-name` and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 from collab.auth import MIN_SECRET_LENGTH, Authorizer
+from collab.hooks import Hooks, load_hooks
 from collab.logs import LogFormat, redact
 from collab.store.retention import parse_policy
 from collab.yjs.roots import parse_hints
@@ -79,6 +83,44 @@ def load_authorizer(path: str) -> Authorizer:
     if not callable(found):
         raise ValueError(f"authorizer {path!r} is not callable")
     return cast(Authorizer, found)
+
+
+MIN_WEBHOOK_SECRET_BYTES, MAX_WEBHOOK_SECRET_BYTES = 24, 64  # the Standard Webhooks range
+
+
+def parse_webhooks(text: str) -> tuple[str, ...]:
+    """Comma-separated webhook URLs -> each checked, in order, without repeats.
+
+    Raises:
+        ValueError: one is not an absolute http(s) URL.
+    """
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    for url in urls:
+        check_webhook_url(url)
+    return tuple(dict.fromkeys(urls))
+
+
+def check_webhook_url(url: str) -> None:
+    """Raises: ValueError: `url` is not an absolute http(s) URL."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"a webhook is an http:// or https:// URL with a host, not {url!r}")
+
+
+def check_webhook_secret(secret: str) -> None:
+    """Raises: ValueError: `secret` is not whsec_ + the base64 of 24 to 64 bytes."""
+    body = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body, validate=True) if body != secret else b""
+    except binascii.Error:
+        key = b""
+    if not MIN_WEBHOOK_SECRET_BYTES <= len(key) <= MAX_WEBHOOK_SECRET_BYTES:
+        raise ValueError(
+            "--webhook needs --webhook-secret (or COLLAB_WEBHOOK_SECRET): whsec_ and the "
+            f"base64 of {MIN_WEBHOOK_SECRET_BYTES} to {MAX_WEBHOOK_SECRET_BYTES} random bytes, "
+            "e.g. python -c \"import base64, os; print('whsec_' + "
+            'base64.b64encode(os.urandom(32)).decode())"'
+        )
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -227,6 +269,23 @@ class Settings:
         64 * MiB, "Size quota of a document; an update that would pass it is refused."
     )
 
+    # --- Integration
+    hooks: Hooks | None = _opt(
+        None,
+        "An app's hooks, 'package.module:name' naming a collab.hooks.Hooks: told when "
+        "documents load, change, settle, get versions, are restored or deleted, and when "
+        "clients connect and leave (README, 'Hooks').",
+        parse=load_hooks,
+    )
+    hook_timeout: float = _opt(
+        10.0, "Longest a hook call may take; one that takes longer is cancelled and logged."
+    )
+    change_debounce: float = _opt(
+        2.0,
+        "Seconds without a change after which a document counts as settled (the "
+        "on_settled hook, the document.changed webhook).",
+    )
+
     # --- Operations
     metrics: Switch = _opt(
         "on",
@@ -238,6 +297,31 @@ class Settings:
         "",
         "Also serve /metrics (and only it) at HOST:PORT, with no token asked: for a "
         "scraper on a private address, e.g. 127.0.0.1:9464.",
+    )
+
+    # --- Webhooks
+    webhook: tuple[str, ...] = _opt(
+        (),
+        "An http(s) URL that receives the documents' events as signed POSTs (repeat the "
+        "flag for several; the variable takes them comma-separated).",
+        parse=parse_webhooks,
+    )
+    webhook_secret: Secret = _opt(
+        Secret(""),
+        "The Standard Webhooks secret that signs every event: whsec_ and the base64 of "
+        f"{MIN_WEBHOOK_SECRET_BYTES} to {MAX_WEBHOOK_SECRET_BYTES} bytes; needed with --webhook.",
+    )
+    webhook_retry_seconds: float = _opt(
+        5.0, "After a failed delivery, the first wait; each next wait doubles (with jitter)."
+    )
+    webhook_retry_max_seconds: float = _opt(3600.0, "The longest wait between two tries.")
+    webhook_give_up_seconds: float = _opt(
+        259_200.0,
+        "An event not delivered this long after it happened (default 3 days) is dropped, "
+        "logged and counted, and the document's next one goes out.",
+    )
+    webhook_timeout_seconds: float = _opt(
+        10.0, "How long one delivery may take; a slower answer counts as a failure."
     )
 
     # --- Logging
@@ -268,10 +352,26 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.hook_timeout <= 0 or self.change_debounce <= 0:
+            raise ValueError("hook_timeout and change_debounce must be positive")
         if self.drain_seconds < 0:
             raise ValueError("drain_seconds must not be negative")
         if self.port < 0 or self.port > 65535:
             raise ValueError("port must be between 0 and 65535")
+        for name in (
+            "webhook_retry_seconds",
+            "webhook_retry_max_seconds",
+            "webhook_give_up_seconds",
+            "webhook_timeout_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.change_debounce < 0:
+            raise ValueError("change_debounce must not be negative")
+        for url in self.webhook:
+            check_webhook_url(url)
+        if self.webhook:
+            check_webhook_secret(self.webhook_secret)
         parse_policy(self.retention)
         parse_hints(self.root_types)
         if self.metrics_listen:

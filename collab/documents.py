@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pycrdt
 
 from collab.config import Settings
+from collab.edits import edit
 from collab.errors import (
     BadRequest,
     Conflict,
@@ -40,6 +41,7 @@ from collab.formats import (
     export,
     target_state,
 )
+from collab.hooks import HookRunner, Hooks, VersionEvent
 from collab.journal import Journal
 from collab.logs import redact
 from collab.metrics import Metrics
@@ -54,6 +56,7 @@ from collab.yjs.update import UpdateFormatError
 
 if TYPE_CHECKING:  # redis is the cluster extra's: imported only when a bus is made
     from collab.bus import Bus
+    from collab.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +193,34 @@ async def open_documents(
     settings: Settings,
     bus: Bus | None = None,
     metrics: Metrics | None = None,
+    webhooks: Webhooks | None = None,
 ) -> AsyncIterator[Documents]:
     """The documents of `store`, for a server or a command: a journal, the rooms over
     it, and the operations; with `bus`, they hear of and announce other servers'
-    updates. On exit every room is saved and unloaded, then the journal stops (the store
-    and the bus stay open: their opener closes them)."""
-    journal = Journal(store, settings, bus, metrics)
+    updates; `settings.hooks` hear of what happens; with `webhooks`, their events are
+    recorded for the endpoints. On exit every room is saved and unloaded, the hooks get
+    their last calls, then the journal stops (the store, the bus and the webhooks stay
+    open: their opener closes them)."""
+    metrics = metrics or Metrics()
+    subscribers: list[Hooks] = [settings.hooks] if settings.hooks else []
+    if webhooks is not None:
+        subscribers.append(webhooks.hooks())
+    hooks = HookRunner(
+        subscribers,
+        timeout=settings.hook_timeout,
+        debounce=settings.change_debounce,
+        metrics=metrics,
+    )
+    journal = Journal(store, settings, bus, metrics, hooks)
     rooms = Rooms(journal, store, settings, bus)
     try:
-        yield Documents(rooms, store, store, settings)
+        documents = Documents(rooms, store, store, settings, webhooks)
+        await hooks.start(documents)
+        yield documents
     finally:
         try:
             await rooms.close()
+            await hooks.close(settings.hook_timeout)
         finally:
             await journal.close()
 
@@ -210,9 +229,17 @@ class Documents:
     """Operations on whole documents, for the API and the CLI."""
 
     def __init__(
-        self, rooms: Rooms, history: History, catalogue: Catalogue, settings: Settings
+        self,
+        rooms: Rooms,
+        history: History,
+        catalogue: Catalogue,
+        settings: Settings,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.rooms = rooms
+        # Each operation records its event before it answers (after it took effect: a
+        # crash in between loses the event, never announces what did not happen).
+        self.webhooks = webhooks
         self._rooms = rooms
         self._history = history
         self._catalogue = catalogue
@@ -299,26 +326,44 @@ class Documents:
         async with self._room(name, must_exist=False) as room:
             created = created and room.is_empty
             await room.ledger.flush()
-            await self._apply_target(room, target, (field,))
+            await self._apply_target(room, target, "api", (field,))
         log.info("%s: replaced %r with %s content of %d bytes", name, field, fmt, len(body))
         return created
 
     async def _apply_target(
-        self, room: Room, target: bytes, roots: tuple[str, ...] | None = None
+        self, room: Room, target: bytes, origin: str, roots: tuple[str, ...] | None = None
     ) -> None:
-        """Make `room`'s document (its `roots`, or all) equal to the state `target`."""
+        """Make `room`'s document (its `roots`, or all) equal to the state `target`, as
+        edits hooks hear of with `origin`."""
         try:
             updates, size = await asyncio.to_thread(
                 _plan_restore, room.document.state(), target, self._hints, roots
             )
         except (RootTypeConflict, UpdateFormatError) as exc:
             raise Conflict(str(exc)) from exc
-        room.apply_update(*updates, size_after=size)  # origin: api
+        room.apply_update(*updates, size_after=size, origin=origin)
         await room.ledger.flush()
+
+    @asynccontextmanager
+    async def edit(self, name: str, origin: str = "app") -> AsyncIterator[pycrdt.Doc[Any]]:
+        """Change `name` (creating it) in-process, as a pycrdt `Doc`: when the block ends
+        what changed is committed and relayed to every client like any edit, and hooks
+        hear of it with `origin`. Raising in the block changes nothing.
+
+        >>> async with documents.edit("notes") as doc:  # doctest: +SKIP
+        ...     doc.get("title", type=pycrdt.Text).insert(0, "Minutes")
+
+        Raises:
+            QuotaExceeded: the change would pass the document's quota; nothing changed.
+        """
+        async with self._room(name, must_exist=False) as room, edit(room, origin) as doc:
+            yield doc
 
     async def delete(self, name: str) -> None:
         if not await self._rooms.delete(name):
             raise DocNotFound(f"no document named {name!r}")
+        if self.webhooks is not None:
+            await self.webhooks.emit("document.deleted", name, {})
 
     async def versions(self, name: str) -> list[Version]:
         """The versions of `name`, newest first."""
@@ -329,7 +374,10 @@ class Documents:
         label = check_label(label)
         async with self._room(name) as room:
             await room.ledger.flush()
-            return await room.ledger.save_version("named", label)
+            version = await room.ledger.save_version("named", label)
+        if self.webhooks is not None:
+            await self.webhooks.emit("version.created", name, {"version": version.as_json()})
+        return version
 
     async def restore(self, name: str, version: int) -> Restored:
         """Make `name` equal to `version` again, as edits every client receives; the
@@ -340,10 +388,17 @@ class Documents:
             before = await room.ledger.save_version(
                 "pre-restore", f"before restoring version {version}"
             )
-            await self._apply_target(room, target)
+            await self._apply_target(room, target, "restore")
         restored = next(s for s in await self._history.versions(name) if s.id == version)
+        if hooks := self._rooms.journal.hooks:
+            hooks.call("on_restore", VersionEvent(name, restored, before))
         log.info("%s: restored version %d (pre-restore version %d)", name, version, before.id)
-        return Restored(restored, before)
+        done = Restored(restored, before)
+        if self.webhooks is not None:
+            # The pre-restore version is in this event, not in a version.created of its own.
+            data = {"version": restored.as_json(), "pre_restore": before.as_json()}
+            await self.webhooks.emit("version.restored", name, data)
+        return done
 
     async def thin(self) -> int:
         """Delete the versions the retention policy no longer keeps; return how many."""

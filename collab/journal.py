@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from collab.config import Settings
 from collab.errors import StoreError
+from collab.hooks import HookRunner, VersionEvent
 from collab.metrics import Metrics
 from collab.store import DocumentLog, StoredDoc, Version, VersionKind
 
@@ -88,8 +89,10 @@ class Source(Protocol[P]):
         """The full state now, every update written to the ledger included."""
         ...
 
-    def committed(self, payloads: list[P]) -> None:
-        """What was written or held with these payloads is now durable, in this order."""
+    def committed(self, payloads: list[P], reached: int | None) -> None:
+        """What was written or held with these payloads is now durable, in this order;
+        the last update written reached offset `reached` of the log (None: no update, or
+        the store did not say)."""
         ...
 
     def catch_up(self, updates: list[tuple[int, bytes]]) -> None:
@@ -237,6 +240,8 @@ class Ledger(Generic[P]):
             raise
         metrics.versions[kind] += 1
         metrics.version_seconds.observe(time.perf_counter() - started)
+        if hooks := self._journal.hooks:
+            hooks.call("on_version", VersionEvent(self.name, version))
         self.size = len(state) + self.size - size_then
         self._unversioned -= counted
         self._first_unversioned = time.monotonic() if self._unversioned else None
@@ -293,7 +298,7 @@ class Ledger(Generic[P]):
             self._cover(reached - updates + 1, reached)
         self._count_unversioned(updates)
         try:
-            self._source.committed([entry.payload for entry in entries])
+            self._source.committed([entry.payload for entry in entries], reached)
         finally:
             waiting, self._waiters = self._waiters, []
             for target, future in waiting:
@@ -381,10 +386,12 @@ class Journal:
         settings: Settings,
         bus: Publisher | None = None,
         metrics: Metrics | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.log = log
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.hooks = hooks  # told of what rooms commit and of every version
         self._bus = bus
         self._waiting: dict[Ledger[Any], None] = {}  # with writes to commit, in order
         self._wakeup = asyncio.Event()

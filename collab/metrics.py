@@ -123,6 +123,37 @@ METRICS: tuple[Spec, ...] = (
         "histogram",
         f"How late a tick scheduled every {LOOP_TICK_SECONDS} s ran: time the loop was busy.",
     ),
+    Spec(
+        "hook_calls",
+        "counter",
+        "Calls of the app's hooks, by hook and result (ok, error, timeout).",
+        ("hook", "result"),
+    ),
+    Spec(
+        "hook_dropped",
+        "counter",
+        "Hook calls dropped because the hook fell too far behind, by hook.",
+        ("hook",),
+    ),
+    Spec(
+        "webhook_deliveries",
+        "counter",
+        "Webhook deliveries tried, by result (delivered, failed: tried again later).",
+        ("result",),
+    ),
+    Spec(
+        "webhook_give_ups",
+        "counter",
+        "Webhook events dropped undelivered, by reason (age: past --webhook-give-up-seconds, "
+        "gone: the endpoint answered 410).",
+        ("reason",),
+    ),
+    Spec("webhook_outbox_depth", "gauge", "Webhook deliveries waiting in the outbox."),
+    Spec(
+        "webhook_outbox_oldest_seconds",
+        "gauge",
+        "Age of the oldest webhook delivery waiting (0: none).",
+    ),
     Spec("bus_connected", "gauge", "1 while the Redis relay is connected.", cluster=True),
     Spec(
         "bus_reconnects", "counter", "Times the Redis relay was lost and made again.", cluster=True
@@ -220,6 +251,10 @@ class Metrics:
         self.retention_failures = 0
         self.retention_deleted_versions = 0
         self.event_loop_lag_seconds = Buckets(_LAG)
+        self.hook_calls: Counter[tuple[str, str]] = Counter()
+        self.hook_dropped: Counter[str] = Counter()
+        self.webhook_deliveries: Counter[str] = Counter()
+        self.webhook_give_ups: Counter[str] = Counter()
         self.bus_reconnects = 0
         self.bus_published = 0
         self.bus_updates_received = 0
@@ -230,6 +265,9 @@ class Metrics:
         # What is read when scraped, from the parts that know it (set as they start).
         self.rooms_loaded: Callable[[], int] = lambda: 0
         self.outbox_bytes: Callable[[], int] = lambda: 0
+        # As the webhooks' sender last read them (the outbox is in the database).
+        self.webhook_outbox_depth: Callable[[], int] = lambda: 0
+        self.webhook_outbox_oldest_seconds: Callable[[], float] = lambda: 0.0
         self.bus_connected: Callable[[], bool] | None = None  # None: not a cluster
 
     def closed(self, code: int) -> None:

@@ -30,6 +30,7 @@ from collab.auth import allows
 from collab.awareness import Awareness
 from collab.config import Settings
 from collab.errors import ProtocolError, QuotaExceeded, UnsupportedMessage, UpdateRejected
+from collab.hooks import Change, DocEvent, Origin
 from collab.journal import Journal, Ledger
 from collab.peer import Peer
 from collab.store import StoredDoc
@@ -46,10 +47,13 @@ _Part = tuple["Peer | None", bytes]  # an integrated update, and who sent it (No
 
 @dataclass(frozen=True, slots=True)
 class _Relay:
-    """An update's parts, to broadcast once it is committed; `sender` None: the server."""
+    """An update's parts, to broadcast once it is committed; `sender` None: the server
+    (`by` says what in it). `update` is what the store keeps, for the hooks."""
 
     sender: Peer | None
     parts: list[_Part]
+    update: bytes
+    by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class Room:
     def __init__(self, name: str, settings: Settings, journal: Journal, stored: StoredDoc) -> None:
         self.name = name
         self._metrics = journal.metrics  # the server's counts
+        self._hooks = journal.hooks
         self.document = Document()
         self.awareness = Awareness()
         self.peers: dict[Peer, None] = {}  # insertion-ordered set
@@ -159,7 +164,9 @@ class Room:
         peer.access = "read"
         self._deny(peer, "your access to this document is now read-only")
 
-    def apply_update(self, *updates: bytes, size_after: int | None = None) -> None:
+    def apply_update(
+        self, *updates: bytes, size_after: int | None = None, origin: str = "api"
+    ) -> None:
         """Apply updates that come from the server itself (API, restore), not a peer:
         committed together, and sent on one after another, each as it is, never merged
         with another (a restore is a copy, then a deletion: see collab/yjs/restore.py).
@@ -168,6 +175,7 @@ class Room:
             size_after: for updates that replace the content (a restore), the size of the
                 document's state with them, which the quota is checked against instead
                 of what they add to the log.
+            origin: what made them, as hooks are told (`Origin.by`).
 
         Raises:
             QuotaExceeded: nothing was changed (the quota is checked for all of them).
@@ -178,7 +186,7 @@ class Room:
         added = sum(len(update) for update in updates)
         self._check_quota(self.ledger.size + added if size_after is None else size_after)
         for update in updates:
-            self._apply(None, update, check_quota=False)
+            self._apply(None, update, check_quota=False, by=origin)
         if size_after is not None:
             # What the next version makes of the log: the measure the quota holds a
             # document to (a restore's copy would otherwise count twice until then).
@@ -220,7 +228,9 @@ class Room:
             peer.send(frame)
             self._metrics.sent_bytes += len(frame)
 
-    def _apply(self, sender: Peer | None, update: bytes, *, check_quota: bool = True) -> None:
+    def _apply(
+        self, sender: Peer | None, update: bytes, *, check_quota: bool = True, by: str = ""
+    ) -> None:
         if update == protocol.EMPTY_UPDATE:
             return
         if check_quota:
@@ -236,7 +246,7 @@ class Room:
             # Only a part was taken: that part is what the store keeps.
             update = pycrdt.merge_updates(*applied.updates)
         self._revision += 1
-        self.ledger.write(update, _Relay(sender, parts))
+        self.ledger.write(update, _Relay(sender, parts, update, by))
         if applied.refused is not None:
             raise UpdateRejected(applied.refused)
 
@@ -414,9 +424,10 @@ class Room:
         """The full state of the document now."""
         return self.document.state()
 
-    def committed(self, payloads: list[_Relay | _Answer]) -> None:
-        """Updates handed to the ledger are durable: send them on. Peers' updates go out
-        merged; one the server made goes out on its own, in order; held answers after."""
+    def committed(self, payloads: list[_Relay | _Answer], reached: int | None) -> None:
+        """Updates handed to the ledger are durable (the last at offset `reached`): send
+        them on. Peers' updates go out merged; one the server made goes out on its own,
+        in order; held answers after. Then the hooks hear of them."""
         merged: list[_Part] = []
         answers: list[_Answer] = []
         for payload in payloads:
@@ -433,6 +444,19 @@ class Room:
             if answer.peer in self.peers:
                 for frame in answer.frames:
                     answer.peer.send(frame)
+        if self._hooks and reached is not None:
+            self._tell_hooks([p for p in payloads if isinstance(p, _Relay)], reached)
+
+    def _tell_hooks(self, relays: list[_Relay], reached: int) -> None:
+        assert self._hooks is not None
+        first = reached - len(relays) + 1
+        changes = [
+            Change(self.name, offset, relay.update, _origin(relay))
+            for offset, relay in enumerate(relays, first)
+        ]
+        if first == 1 and changes:
+            self._hooks.call("on_create", DocEvent(self.name))
+        self._hooks.changed(changes)
 
     def catch_up(self, updates: list[tuple[int, bytes]]) -> None:
         """Updates of this document's log that another writer committed, with their
@@ -449,6 +473,8 @@ class Room:
                 self._revision += 1
                 self._broadcast([(None, integrated) for integrated in applied.updates])
             self.ledger.seen(offset, len(update))
+            if self._hooks:
+                self._hooks.touched(self.name, offset, mine=False)
 
     # --- the end
 
@@ -465,3 +491,10 @@ class Room:
         once the ledger is closed (or discarded)."""
         self._drop_presence()
         self.document.close()
+
+
+def _origin(relay: _Relay) -> Origin:
+    if relay.sender is None:
+        return Origin("server", relay.by or "api")
+    peer = relay.sender
+    return Origin("client", str(peer.log_fields.get("peer", peer.label)), peer.grant.subject)

@@ -16,7 +16,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from collab.config import Settings
+from collab.edits import edit
 from collab.errors import DocNotFound, StoreError
+from collab.hooks import DocEvent, Loaded
 from collab.journal import Journal
 from collab.room import Room
 from collab.store import Catalogue
@@ -25,6 +27,8 @@ if TYPE_CHECKING:  # redis is the cluster extra's: imported only when a bus is m
     from collab.bus import Bus
 
 log = logging.getLogger(__name__)
+
+_SEED_LEASE = 60.0  # seconds: in a cluster, one server is told a new document is new
 
 
 class Rooms:
@@ -124,6 +128,8 @@ class Rooms:
                 room.presence_out = partial(self._bus.publish_presence, name)
                 await self._bus.watch(_Watched(room))
                 await room.ledger.read_log()
+            if self._journal.hooks and self._journal.hooks.wants("on_load"):
+                await self._tell_loaded(room)
         finally:
             del self._loading[name]
         self._rooms[name] = room
@@ -132,6 +138,16 @@ class Rooms:
         self._metrics.room_load_seconds.observe(took)
         log.debug("%s: loaded in %.1f ms", name, took * 1000)
         return room
+
+    async def _tell_loaded(self, room: Room) -> None:
+        """Run the on_load hooks (bounded) before anyone joins: a new document may be
+        seeded. In a cluster only the server that takes the seed lease hears it is new."""
+        assert self._journal.hooks is not None
+        new = room.is_empty and (
+            self._bus is None
+            or await self._bus.hold("seed:" + room.name, _SEED_LEASE, unreachable=True)
+        )
+        await self._journal.hooks.load(Loaded(room.name, new, partial(edit, room, "load")))
 
     def release(self, name: str) -> None:
         """Give back a lease; the room unloads after the grace period without leases."""
@@ -188,6 +204,10 @@ class Rooms:
             existed = await self._catalogue.delete_doc(name) or live
             if self._bus is not None:
                 self._bus.publish_deleted(name)
+            if hooks := self._journal.hooks:
+                hooks.forget(name)
+                if existed:
+                    hooks.call("on_delete", DocEvent(name))
             return existed
 
     @asynccontextmanager
@@ -229,6 +249,8 @@ class Rooms:
         if room is None or name in self._deleting:
             return
         log.info("%s: deleted by another server; closing its connections", name)
+        if hooks := self._journal.hooks:
+            hooks.forget(name)
         self._spawn(self._forget(name), f"forget {name}")
 
     def _look_for_deleted(self) -> None:

@@ -27,6 +27,7 @@ from collab.errors import (
     UnsupportedMessage,
 )
 from collab.frames import DirectWriter
+from collab.hooks import Connection
 from collab.limits import TokenBucket
 from collab.metrics import Metrics
 from collab.names import doc_name_from_path
@@ -152,6 +153,9 @@ async def _serve(
     expiry = _expire_at(peer, grant.expires_at)
     room.join(peer)
     log.debug("%s: joined with %s access", peer, access)
+    hooks = request.app[ROOMS].journal.hooks
+    if hooks:
+        hooks.call("on_connect", _connection(room, peer))
     try:
         await _read(ws, room, peer, settings, metrics)
     finally:
@@ -165,7 +169,14 @@ async def _serve(
             await _finish(writer, request)
         _stop_heartbeat(ws)
         log.debug("%s: left (%s)", peer, ws.close_code, extra={"close_code": ws.close_code})
+        if hooks:
+            hooks.call("on_disconnect", _connection(room, peer, peer.close_code or 1000))
     return ws
+
+
+def _connection(room: Room, peer: Peer, close_code: int | None = None) -> Connection:
+    address = str(peer.log_fields.get("peer", peer.label))
+    return Connection(room.name, address, peer.access, peer.grant.subject, close_code)
 
 
 def _expire_at(peer: Peer, expires_at: float | None) -> asyncio.TimerHandle | None:

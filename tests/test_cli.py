@@ -55,9 +55,25 @@ def test_every_setting_has_a_flag_and_a_variable() -> None:
     assert settings.log_level == "debug"
 
 
+SECRET = "whsec_" + "A" * 32
+
+
+def test_webhooks_are_a_repeated_flag_or_a_comma_separated_variable() -> None:
+    flags = ["--webhook", "http://a/x", "--webhook", "https://b/y,http://a/x"]
+    settings = settings_for([*flags, "--webhook-secret", SECRET])
+    assert settings.webhook == ("http://a/x", "https://b/y")
+    environ = {"COLLAB_WEBHOOK": "http://c/z, https://d", "COLLAB_WEBHOOK_SECRET": SECRET}
+    assert settings_for([], environ).webhook == ("http://c/z", "https://d")
+    assert settings_for(["--webhook", "http://e"], environ).webhook == ("http://e",)
+    assert "***" in repr(settings) and SECRET not in repr(settings)
+
+
 @pytest.mark.parametrize(
     ("argv", "environ"),
     [
+        (["--webhook", "http://a/x"], {}),  # no secret
+        (["--webhook", "mailto:x@y"], {"COLLAB_WEBHOOK_SECRET": SECRET}),
+        ([], {"COLLAB_WEBHOOK": "not a url", "COLLAB_WEBHOOK_SECRET": SECRET}),
         ([], {"COLLAB_PORT": "many"}),
         ([], {"COLLAB_DB_SYNC": "sometimes"}),
         (["--version-updates", "0"], {}),

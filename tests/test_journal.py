@@ -248,7 +248,7 @@ class BrokenSource:
     def state(self) -> bytes:
         return b""
 
-    def committed(self, payloads: list[str]) -> None:
+    def committed(self, payloads: list[str], reached: int | None) -> None:
         raise RuntimeError("a bug in this room")
 
     def catch_up(self, updates: list[tuple[int, bytes]]) -> None:

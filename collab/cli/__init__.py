@@ -52,12 +52,15 @@ def _add_setting_flags(parser: argparse.ArgumentParser, only: frozenset[str] | N
         convert, choices = _converter(field)
         # A renamed setting keeps its old flag and variable, so existing scripts still work.
         old = (flag_name(field.metadata["was"]),) if "was" in field.metadata else ()
+        # A tuple field's flag may be repeated; its variable holds the values comma-separated.
+        many = isinstance(field.default, tuple)
         parser.add_argument(
             flag_name(field.name),
             *old,
             dest=field.name,
             type=convert,
             choices=choices,
+            action="append" if many else "store",
             default=None,
             metavar=field.name.split("_")[-1].upper() if not choices else None,
             help=f"{field.metadata['help']} [env {env_name(field.name)}, default {field.default}]",
@@ -73,6 +76,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     values: dict[str, Any] = {}
     for field in setting_fields():
         flag_value = getattr(args, field.name, None)
+        if isinstance(flag_value, list):  # a repeated flag: each one's values, in order
+            flag_value = tuple(dict.fromkeys(value for given in flag_value for value in given))
         if flag_value is not None:
             values[field.name] = flag_value
             continue

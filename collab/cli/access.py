@@ -34,6 +34,7 @@ from collab.formats import (
 )
 from collab.lockfile import DatabaseLock, holder
 from collab.store import Version, open_store
+from collab.webhooks import Webhooks
 
 Progress = Callable[[int, int, str], None]
 T = TypeVar("T")
@@ -230,7 +231,10 @@ async def _local(settings: Settings, create: bool) -> AsyncIterator[Reach]:
         try:
             # No connection will come: save and unload rooms as soon as a command is done.
             quick = replace(settings, room_grace_seconds=0)
-            async with open_documents(store, quick, bus) as documents:
+            # Its events go to the outbox (with COLLAB_WEBHOOK set, as the server's is);
+            # a server sends them.
+            webhooks = Webhooks(store, settings) if settings.webhook else None
+            async with open_documents(store, quick, bus, webhooks=webhooks) as documents:
                 yield Reach(documents, f"database {describe_db(settings.db)}")
         finally:
             if bus is not None:

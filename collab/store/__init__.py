@@ -12,6 +12,7 @@ prunes an older version.
     History      documents: list versions, read one, thin them
     Catalogue    documents and the registry: list documents, delete one
     Revocations  the guard (declared in collab/guard.py, beside its record)
+    Outbox       the webhooks: events waiting for their endpoints, and what was announced
 
 `DocumentStore` is the first three at once, what the document operations run on.
 """
@@ -192,6 +193,62 @@ class Catalogue(Protocol):
 
     async def delete_doc(self, doc: str) -> bool:
         """Delete `doc`, its log and its versions; return whether it existed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event waiting for one endpoint. Of the deliveries of one endpoint and one
+    document only the oldest is ever due: the next waits until it is done."""
+
+    id: int  # the outbox's order
+    endpoint: str
+    doc: str
+    event_id: str  # the webhook-id: one per event, the same for every endpoint and try
+    body: str  # the JSON that is signed and sent, exactly
+    created_at: float
+    attempts: int  # tries that failed so far
+
+
+class Outbox(Protocol):
+    """The webhooks' durable outbox (collab/webhooks.py writes it, collab/delivery.py
+    sends from it). Every method may raise `StoreError`."""
+
+    async def add_event(
+        self,
+        endpoints: Sequence[str],
+        doc: str,
+        event_id: str,
+        body: str,
+        *,
+        changed_to: int | None = None,
+    ) -> bool:
+        """Store an event for each endpoint, durable when this returns. With
+        `changed_to` (document.changed) only if the document exists and its changed
+        mark is below `changed_to`, which becomes its mark in the same transaction.
+        Returns whether the event was stored."""
+        ...
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        """At most `limit` deliveries due at `now`, the longest due first."""
+        ...
+
+    async def finish(self, delivery_id: int) -> None:
+        """Remove a delivery (delivered or given up); the next of its endpoint and
+        document becomes due. Nothing if it is gone already."""
+        ...
+
+    async def retry(self, delivery_id: int, at: float) -> None:
+        """Count a failed try of a delivery and make it due again at `at`."""
+        ...
+
+    async def unannounced(self, quiet_since: float, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` documents (name, last offset) changed past their changed mark
+        and not since `quiet_since`: their document.changed is yet to be recorded."""
+        ...
+
+    async def backlog(self) -> tuple[int, float | None]:
+        """Deliveries waiting, and when the oldest of them was created."""
         ...
 
 

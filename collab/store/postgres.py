@@ -18,6 +18,7 @@ from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
 from collab.logs import redact
 from collab.store import DocInfo, StoredDoc, Version, VersionKind, past
+from collab.store.postgres_outbox import PostgresOutbox
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,23 @@ MIGRATIONS: list[str] = [
         subject text,
         docs text NOT NULL
     );
+    """,
+    """
+    -- The webhooks' outbox: as SQLite's (collab/store/schema.py, migration 5).
+    CREATE TABLE webhook_deliveries (
+        id bigserial PRIMARY KEY,
+        endpoint text NOT NULL,
+        doc text NOT NULL,
+        event_id text NOT NULL,
+        body text NOT NULL,
+        created_at double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        due_at double precision
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (due_at) WHERE due_at IS NOT NULL;
+    CREATE INDEX webhook_deliveries_queue ON webhook_deliveries (endpoint, doc, id);
+    ALTER TABLE docs ADD COLUMN changed_mark bigint NOT NULL DEFAULT 0;
+    UPDATE docs SET changed_mark = update_count;
     """,
 ]
 
@@ -147,8 +165,9 @@ _DOC_INFO = f"""
 """
 
 
-class PostgresStore:
-    """The store on one PostgreSQL database. Create with `await PostgresStore.open(url)`."""
+class PostgresStore(PostgresOutbox):
+    """The store on one PostgreSQL database (the webhooks' outbox: postgres_outbox.py).
+    Create with `await PostgresStore.open(url)`."""
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool

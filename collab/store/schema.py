@@ -90,6 +90,28 @@ MIGRATIONS: list[str] = [
     DROP INDEX snapshots_by_doc;
     CREATE INDEX versions_by_doc ON versions(doc_id, covers, id);
     """,
+    """
+    -- The webhooks' outbox (collab/webhooks.py): a row per event and endpoint, deleted once
+    -- delivered or given up. Of an endpoint's rows for one document only the oldest has a
+    -- due_at (the head); the next gets one when it is done, so order per document holds
+    -- and the sender reads only heads, however long a dead endpoint's queue.
+    CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at REAL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(due_at) WHERE due_at IS NOT NULL;
+    CREATE INDEX webhook_deliveries_queue ON webhook_deliveries(endpoint, doc, id);
+    -- The offset up to which document.changed was recorded; documents stored before
+    -- webhooks existed count as announced.
+    ALTER TABLE docs ADD COLUMN changed_mark INTEGER NOT NULL DEFAULT 0;
+    UPDATE docs SET changed_mark = update_count;
+    """,
 ]
 
 

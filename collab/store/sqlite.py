@@ -30,6 +30,7 @@ from collab.auth import Revocation
 from collab.errors import StoreError, VersionNotFound
 from collab.store import DocInfo, StoredDoc, Version, VersionKind, past
 from collab.store.schema import migrate
+from collab.store.sqlite_outbox import SQLiteOutbox
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,9 @@ def _open(path: Path, sync: str) -> sqlite3.Connection:
     return writer
 
 
-class SQLiteStore:
-    """The store on one SQLite file. Create with `await SQLiteStore.open(path)`."""
+class SQLiteStore(SQLiteOutbox):
+    """The store on one SQLite file (the webhooks' outbox: sqlite_outbox.py). Create
+    with `await SQLiteStore.open(path)`."""
 
     def __init__(
         self,
