@@ -158,8 +158,14 @@ async def test_every_event_is_signed_verifiable_and_says_what_happened(
         await call(http, "DELETE", api + "notes")
     await receiver.wait_for(lambda: "document.deleted" in of(receiver.events(), "notes"))
     events = receiver.events()
-    assert of(events, "notes") == ["version.created", "version.restored", "document.deleted"]
-    created, restore, deleted = (e for e in events if e["type"] != "document.changed")
+    assert of(events, "notes") == [
+        "document.created",
+        "version.created",
+        "version.restored",
+        "document.deleted",
+    ]
+    new, created, restore, deleted = (e for e in events if e["type"] != "document.changed")
+    assert new["data"] == {"doc": "notes"}
     assert created["data"] == {"doc": "notes", "version": first}
     assert restore["data"] == {
         "doc": "notes",
@@ -186,23 +192,30 @@ def _parse(stamp: str) -> float:
     return parse_time(stamp)
 
 
+@pytest.mark.timeout(60)
 async def test_a_document_changed_while_no_event_reported_it_is_announced_once_quiet(
-    make_server: MakeServer, receiver: Receiver
+    server_process: Callable[..., ServerProcess], receiver: Receiver
 ) -> None:
-    """What a node killed before its debounce fired leaves: the sender finds documents
+    """What a server killed before its debounce fired leaves: the sender finds documents
     past their changed mark on start, and reports each once."""
-    server = await make_server(**webhook_settings(receiver, change_debounce=0.2))
+    args = ("--webhook", receiver.url, "--webhook-secret", str(SECRET))
+    proc = server_process(*args, "--change-debounce", "60")
+    proc.start()
+    base = f"http://127.0.0.1:{proc.port}"
     async with aiohttp.ClientSession() as http:
         for text in ("a", "b", "c"):
-            await call(http, "POST", server.http + "/api/docs/quiet/updates", data=update(text))
-    await server.stop()
-    await asyncio.sleep(0.3)  # quiet for the debounce when the next server starts
-    again = await make_server(**webhook_settings(receiver, change_debounce=0.2))
-    await receiver.wait_for(lambda: bool(of(receiver.events(), "quiet", changed=True)))
+            await call(http, "POST", base + "/api/docs/quiet/updates", data=update(text))
+    await receiver.wait_for(lambda: of(receiver.events(), "quiet") == ["document.created"])
+    proc.kill()  # SIGKILL: the pause it waited for is never told
+    again = server_process(*args, "--change-debounce", "0.2")
+    again.start()
+    await receiver.wait_for(lambda: bool(of(receiver.events(), "quiet", changed=True)[1:]))
     await asyncio.sleep(0.5)
     events = receiver.events()
-    assert [(e["type"], e["data"]["offset"]) for e in events] == [("document.changed", 3)]
-    await again.stop()
+    assert [(e["type"], e["data"].get("offset")) for e in events] == [
+        ("document.created", None),
+        ("document.changed", 3),
+    ]
 
 
 # --- retries, give-up, a dead endpoint
@@ -354,13 +367,15 @@ async def test_a_receiver_failing_then_down_across_a_kill_gets_every_event_once_
         await receiver.start()
         expected = {
             "a": [
+                "document.created:",
                 "version.created:a1",
                 "version.created:a2",
                 "version.restored:a1",
                 "version.created:a3",
             ],
-            "b": ["version.created:b1", "document.deleted:"],
-            "d": ["version.created:d1"],
+            "b": ["document.created:", "version.created:b1", "document.deleted:"],
+            "c": ["document.created:"],
+            "d": ["document.created:", "version.created:d1"],
         }
         offsets = {
             doc["name"]: doc["update_count"]
@@ -435,7 +450,7 @@ async def test_one_node_of_a_cluster_sends_and_another_takes_over_when_it_is_kil
                 await edit(http, bases[i % 2], f"x{i}", "x")
                 await version(http, bases[i % 2], f"x{i}", f"v{i}")
             await receiver.wait_for(
-                lambda: sum(map(len, (labels(receiver.events(), f"x{i}") for i in range(4)))) == 4
+                lambda: sum(map(len, (labels(receiver.events(), f"x{i}") for i in range(4)))) == 8
             )
             senders = [
                 i
@@ -454,7 +469,7 @@ async def test_one_node_of_a_cluster_sends_and_another_takes_over_when_it_is_kil
                 await edit(http, bases[other], f"x{i}", "x")
                 await version(http, bases[other], f"x{i}", f"v{i}")
             await receiver.wait_for(
-                lambda: all(labels(receiver.events(), f"x{i}") for i in range(7)), 30.0
+                lambda: all(len(labels(receiver.events(), f"x{i}")) == 2 for i in range(7)), 30.0
             )
             took = time.monotonic() - killed
         print(f"cluster: the other node delivered {took:.1f} s after the sender was killed")
@@ -462,7 +477,7 @@ async def test_one_node_of_a_cluster_sends_and_another_takes_over_when_it_is_kil
         assert "this server sends them now" in nodes[other].log_path.read_text()
         events = receiver.events()
         assert {f"x{i}": labels(events, f"x{i}") for i in range(7)} == {
-            f"x{i}": [f"version.created:v{i}"] for i in range(7)
+            f"x{i}": ["document.created:", f"version.created:v{i}"] for i in range(7)
         }
     finally:
         for node in nodes:
@@ -494,7 +509,7 @@ async def test_the_readmes_receiver_verifies_and_handles_each_event_once(
             await version(http, server.http, "notes", "draft")
             await call(http, "DELETE", server.http + "/api/docs/notes")
             async with asyncio.timeout(15):
-                while len(namespace["seen"]) < 2:
+                while len(namespace["seen"]) < 3:
                     await asyncio.sleep(0.02)
             # A forged event is refused; a repeated one is acknowledged, not handled again.
             forged = {"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time()))}
@@ -514,6 +529,7 @@ async def test_the_readmes_receiver_verifies_and_handles_each_event_once(
     finally:
         await runner.cleanup()
     assert capsys.readouterr().out.splitlines() == [
+        "document.created notes",
         "version.created notes",
         "document.deleted notes",
         "document.deleted again",
