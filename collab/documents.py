@@ -326,7 +326,7 @@ class Documents:
         async with self._room(name, must_exist=False) as room:
             created = created and room.is_empty
             await room.ledger.flush()
-            await self._apply_target(room, target, "api", (field,))
+            await self._apply_target(room, target, "replace", (field,))
         log.info("%s: replaced %r with %s content of %d bytes", name, field, fmt, len(body))
         return created
 
