@@ -122,6 +122,15 @@ def _string(reader: Reader) -> str:
         raise ProtocolError("a string that is not UTF-8") from None
 
 
+def peek_key(frame: bytes) -> str | None:
+    """The document key a frame starts with, if it starts with one (even when the rest of
+    it is malformed), so that an error closes only that document."""
+    try:
+        return _string(Reader(frame, ProtocolError))
+    except ProtocolError:
+        return None
+
+
 def opens_hocuspocus(frame: bytes) -> bool:
     """Whether a connection whose first frame is `frame` speaks Hocuspocus.
 

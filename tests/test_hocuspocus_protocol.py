@@ -94,6 +94,11 @@ def test_decode_raises_only_protocol_errors_on_mutated_frames(data: st.DataObjec
         pass
 
 
+def test_peeks_the_key_of_a_malformed_frame() -> None:
+    assert hocuspocus.peek_key(b"\x01d\x00\x09\x00") == "d"
+    assert hocuspocus.peek_key(b"\x05ab") is None
+
+
 def test_tells_hocuspocus_from_y_websocket_by_the_first_frame() -> None:
     assert hocuspocus.opens_hocuspocus(AUTH_FRAME)
     assert hocuspocus.opens_hocuspocus(b"\x01d\x02\x00\x00")
