@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from collab import hocuspocus
-from collab.appkeys import ROOMS
+from collab.appkeys import METRICS, ROOMS
 from collab.auth import mint, verify
 from collab.client import Client
 from collab.config import Secret
@@ -256,3 +256,48 @@ async def _receive_close(sock: aiohttp.ClientWebSocketResponse) -> int:
             pass
     assert isinstance(message.data, int)
     return message.data
+
+
+async def test_a_hocuspocus_socket_that_reads_nothing_is_dropped_and_others_go_on(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(max_outbox_bytes=256 * 1024)
+    metrics = server.runner.app[METRICS]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(server.url) as stuck,
+        Client(server.url, "flood") as writer,
+        Client(server.url, "flood") as reader,
+    ):
+        await stuck.send_bytes(hocuspocus.key_prefix("flood") + b"\x02\x00\x00")
+        await _receive_until(stuck, hocuspocus.key_prefix("flood") + b"\x02\x02")
+        # From now on `stuck` reads nothing: its kernel buffers fill, then its outbox.
+        text = content(writer)
+        async with asyncio.timeout(60):
+            while not metrics.slow_consumers_closed:
+                text.insert(len(text), "x" * 20_000)
+                await writer.flush()
+        await reader.wait_for(lambda: len(str(content(reader))) == len(str(text)), timeout=20)
+    assert metrics.slow_consumers_closed == 1
+
+
+async def test_providers_on_two_servers_of_a_cluster_converge_and_see_each_other(
+    postgres_url: str,
+    redis_url: str,
+    make_server: MakeServer,
+    node: Node,  # noqa: F811
+) -> None:
+    a = await make_server(db=postgres_url, redis=redis_url, node_id="a")
+    b = await make_server(db=postgres_url, redis=redis_url, node_id="b")
+    doc = "hocus/cluster"
+    on_a = await providers(node, a.url, "onA")
+    on_b = await providers(node, f"{b.url}/{doc}", "onB")
+    for client in (on_a, on_b):
+        assert (await client.ask("open", doc))["synced"]
+    await on_a.ask("insert", doc, text="<a>")
+    await on_b.ask("insert", doc, text="<b>")
+    final_a = await on_a.ask("wait", doc, text=["<a>", "<b>"], peers=["onB"], unsynced=0)
+    final_b = await on_b.ask("wait", doc, text=["<a>", "<b>"], peers=["onA"], unsynced=0)
+    assert final_a["text"] == final_b["text"]
+    async with Client(b.url, doc) as fresh:
+        assert str(content(fresh)) == final_a["text"]
