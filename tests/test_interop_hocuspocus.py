@@ -23,6 +23,7 @@ from collab.auth import mint, verify
 from collab.client import Client
 from collab.config import Secret
 from collab.documents import Documents
+from collab.errors import TooMany
 from collab.hooks import Hooks, Stateless
 from tests.conftest import RunningServer
 from tests.test_interop import INTEROP, Node, content, node  # noqa: F401 - the fixture
@@ -301,3 +302,28 @@ async def test_providers_on_two_servers_of_a_cluster_converge_and_see_each_other
     assert final_a["text"] == final_b["text"]
     async with Client(b.url, doc) as fresh:
         assert str(content(fresh)) == final_a["text"]
+
+
+async def test_an_expired_in_band_token_closes_the_socket_and_is_refused_after(
+    secured: RunningServer,
+    node: Node,  # noqa: F811
+) -> None:
+    short = mint(SECRET, "doc", "write", now=time.time(), ttl=2)
+    client = await providers(node, secured.url, "short")
+    assert (await client.ask("open", "doc", token=short))["synced"]
+    # The socket closes with 4501; the provider reconnects with the same, now expired,
+    # token and is refused for that document.
+    state = await client.ask("wait", "doc", failed=True, timeout=20, waitTimeout=15000)
+    assert "expired" in state["failed"]
+
+
+async def test_a_hocuspocus_socket_past_the_message_rate_is_closed_like_y_websocket(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(max_messages_per_second=5)
+    query = hocuspocus.key_prefix("rate") + b"\x03"
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.url) as sock:
+        await sock.send_bytes(hocuspocus.key_prefix("rate") + b"\x02\x00\x00")
+        for _ in range(100):
+            await sock.send_bytes(query)
+        assert await _receive_close(sock) == TooMany.close_code

@@ -8,9 +8,10 @@
 //        server URL); answers once it is synced or its authentication failed.
 //   {"cmd": "insert", "doc": D, "text": X}  append X to Y.Text "content" of D.
 //   {"cmd": "wait", "doc": D, "text": [...], "peers": [...], "unsynced": N, "closed": true,
-//        "stateless": [...], "timeout": MS}  wait until D holds every text, sees every peer
-//        name in its awareness, has N unsynced changes, was closed by the server, got
-//        every stateless payload; answers D's state (exit 2 on timeout).
+//        "failed": true, "stateless": [...], "waitTimeout": MS}  wait until D holds every
+//        text, sees every peer name in its awareness, has N unsynced changes, was closed
+//        by the server, was refused, got every stateless payload; answers D's state
+//        (exit 2 on timeout).
 //   {"cmd": "state", "doc": D}, {"cmd": "stateless", "doc": D, "payload": P},
 //   {"cmd": "destroy", "doc": D}.
 // A state: {doc, synced, scope, failed, text, peers, unsynced, closed, stateless, status}.
@@ -78,11 +79,12 @@ function met (entry, want) {
     (want.peers ?? []).every((p) => s.peers.includes(p)) &&
     (want.unsynced === undefined || s.unsynced === want.unsynced) &&
     (!want.closed || s.closed !== null) &&
+    (!want.failed || s.failed !== null) &&
     (want.stateless ?? []).every((p) => s.stateless.includes(p))
 }
 
 async function wait (entry, want) {
-  const deadline = Date.now() + (want.timeout ?? 15000)
+  const deadline = Date.now() + (want.waitTimeout ?? 15000)
   while (!met(entry, want)) {
     if (Date.now() > deadline) {
       console.error(`timed out waiting for ${JSON.stringify(want)}: ${JSON.stringify(state(entry))}`)
