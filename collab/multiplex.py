@@ -107,7 +107,7 @@ class Multiplex:
         finally:
             writers = []
             for doc in list(self._docs.values()):
-                self.end(doc, self.ws.close_code or 1000)
+                self.end(doc, doc.peer.close_code or self.ws.close_code or 1000)
                 if (writer := doc.peer.writer) is not None:
                     writers.append(writer)
             await self.ws.close()
@@ -152,7 +152,8 @@ class Multiplex:
         log.warning(
             "%s: closed with %d: %s", self._address, code, reason, extra={"close_code": code}
         )
-        self._metrics.closed(code)
+        if not self._docs:  # else counted for each document as it ends
+            self._metrics.closed(code)
         await self.ws.close(code=code, message=reason.encode()[:120])
 
     async def _handle(self, frame: bytes) -> bool:

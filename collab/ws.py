@@ -58,12 +58,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     guard = request.app[GUARD]
     try:
-        guard.check_origin(request)
         if not request.path[len(settings.room_prefix) :].strip("/"):
             # No document in the URL: only Hocuspocus names its documents in its frames.
+            guard.check_origin(request)
             return await _serve_hocuspocus(request, None)
         name = doc_name_from_path(request.path, settings.room_prefix, settings.max_name_length)
         logs.add(document=name)
+        guard.check_origin(request)
         grant = await guard.grant(request, name)
         access = guard.permission(grant, name)
         if access == "none":

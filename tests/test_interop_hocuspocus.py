@@ -327,3 +327,19 @@ async def test_a_hocuspocus_socket_past_the_message_rate_is_closed_like_y_websoc
         for _ in range(100):
             await sock.send_bytes(query)
         assert await _receive_close(sock) == TooMany.close_code
+
+
+async def test_a_provider_killed_leaves_no_ghost_cursor(
+    server: RunningServer,
+    node: Node,  # noqa: F811
+) -> None:
+    stays, goes = (
+        await providers(node, server.url, "stays"),
+        await providers(node, server.url, "goes"),
+    )
+    for client in (stays, goes):
+        await client.ask("open", "ghosts")
+    assert (await stays.ask("wait", "ghosts", peers=["goes"]))["peers"] == ["goes"]
+    goes.proc.kill()  # no goodbye: the server removes its presence when the socket drops
+    await goes.proc.wait()
+    assert (await stays.ask("wait", "ghosts", gone=["goes"]))["peers"] == []

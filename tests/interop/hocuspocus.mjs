@@ -7,11 +7,11 @@
 //        HocuspocusProviderWebsocket with --shared 1, else its own socket at U or the
 //        server URL); answers once it is synced or its authentication failed.
 //   {"cmd": "insert", "doc": D, "text": X}  append X to Y.Text "content" of D.
-//   {"cmd": "wait", "doc": D, "text": [...], "peers": [...], "unsynced": N, "closed": true,
-//        "failed": true, "stateless": [...], "waitTimeout": MS}  wait until D holds every
-//        text, sees every peer name in its awareness, has N unsynced changes, was closed
-//        by the server, was refused, got every stateless payload; answers D's state
-//        (exit 2 on timeout).
+//   {"cmd": "wait", "doc": D, "text": [...], "peers": [...], "gone": [...], "unsynced": N,
+//        "closed": true, "failed": true, "stateless": [...], "waitTimeout": MS}  wait until
+//        D holds every text, sees every peer name in its awareness and none of the gone,
+//        has N unsynced changes, was closed by the server, was refused, got every
+//        stateless payload; answers D's state (exit 2 on timeout).
 //   {"cmd": "state", "doc": D}, {"cmd": "stateless", "doc": D, "payload": P},
 //   {"cmd": "destroy", "doc": D}.
 // A state: {doc, synced, scope, failed, text, peers, unsynced, closed, stateless, status}.
@@ -77,6 +77,7 @@ function met (entry, want) {
   const s = state(entry)
   return (want.text ?? []).every((t) => s.text.includes(t)) &&
     (want.peers ?? []).every((p) => s.peers.includes(p)) &&
+    (want.gone ?? []).every((p) => !s.peers.includes(p)) &&
     (want.unsynced === undefined || s.unsynced === want.unsynced) &&
     (!want.closed || s.closed !== null) &&
     (!want.failed || s.failed !== null) &&
