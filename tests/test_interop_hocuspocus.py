@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -343,3 +344,22 @@ async def test_a_provider_killed_leaves_no_ghost_cursor(
     goes.proc.kill()  # no goodbye: the server removes its presence when the socket drops
     await goes.proc.wait()
     assert (await stays.ask("wait", "ghosts", gone=["goes"]))["peers"] == []
+
+
+async def test_what_sync_status_acknowledged_survives_a_kill_9(
+    server_process: Any,
+    node: Node,  # noqa: F811
+) -> None:
+    proc = server_process()
+    await asyncio.to_thread(proc.start)
+    writer = await providers(node, proc.url, "writer")
+    await writer.ask("open", "durable")
+    for i in range(50):
+        await writer.ask("insert", "durable", text=f"<{i}>")
+    acknowledged = await writer.ask("wait", "durable", unsynced=0)
+    proc.signal(signal.SIGKILL)  # at once after the last acknowledgement: no final save
+    await asyncio.to_thread(proc.wait, 10)
+    await asyncio.to_thread(proc.start)
+    async with Client(proc.url, "durable") as fresh:
+        assert str(content(fresh)) == acknowledged["text"]
+    assert acknowledged["text"] == "".join(f"<{i}>" for i in range(50))
