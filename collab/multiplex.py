@@ -49,6 +49,7 @@ class _Doc:
         self.admission = admission
         self.peer: Peer
         self.expiry: asyncio.TimerHandle | None = None
+        self.told_read_only = False  # whether the provider knows its scope is readonly
 
 
 class _DocTransport:
@@ -61,12 +62,27 @@ class _DocTransport:
         self._mux = mux
         self._doc = doc
         transport = mux.request.transport
-        prefix = doc.prefix
         if isinstance(transport, asyncio.Transport):
-            direct = DirectWriter(transport, lambda: mux.ws.closed, mux.request.app[FRAMES])
-            self.write_now = lambda frame: direct(hocuspocus.from_room(prefix, frame))
+            self._direct = DirectWriter(transport, lambda: mux.ws.closed, mux.request.app[FRAMES])
+            self.write_now = self._write_now
         else:
             self.write_now = ws.never
+
+    def _translate(self, frame: bytes) -> tuple[bytes, bool]:
+        """`frame` as this document's message, and whether it tells the provider it is
+        now read-only: the room's first refusal after a downgrade does (Authenticated
+        with scope readonly), later ones are "not saved"."""
+        doc = self._doc
+        if frame[:1] == b"\x02" and not doc.told_read_only and not allows(doc.peer.access, "write"):
+            return hocuspocus.encode_authenticated(doc.prefix, read_only=True), True
+        return hocuspocus.from_room(doc.prefix, frame), False
+
+    def _write_now(self, frame: bytes) -> bool:
+        message, tells = self._translate(frame)
+        if not self._direct(message):
+            return False  # queued: translated again when it goes
+        self._doc.told_read_only |= tells
+        return True
 
     def start_writer(self, peer: Peer) -> asyncio.Task[None]:
         return asyncio.create_task(ws.write(peer, self), name=f"writer {peer.label}")
@@ -75,7 +91,9 @@ class _DocTransport:
         ws.abort_request(self._mux.request)
 
     async def send_bytes(self, data: bytes) -> None:
-        await self._mux.ws.send_bytes(hocuspocus.from_room(self._doc.prefix, data))
+        message, tells = self._translate(data)
+        self._doc.told_read_only |= tells
+        await self._mux.ws.send_bytes(message)
 
     async def close(self, *, code: int, message: bytes) -> bool:
         if code in _SOCKET_CLOSES:
@@ -232,8 +250,10 @@ class Multiplex:
             hocuspocus=True,
         )
         self._docs[key] = doc
-        read_only = not allows(access, "write")
-        await self.ws.send_bytes(hocuspocus.encode_authenticated(prefix, read_only=read_only))
+        doc.told_read_only = not allows(access, "write")
+        await self.ws.send_bytes(
+            hocuspocus.encode_authenticated(prefix, read_only=doc.told_read_only)
+        )
         doc.expiry = ws.expire_at(doc.peer, grant.expires_at)
         room.join(doc.peer)
         log.debug("%s: joined with %s access", doc.peer, access)

@@ -34,8 +34,8 @@ SECRET = Secret("correct horse battery staple, long enough")
 MakeServer = Callable[..., Awaitable[RunningServer]]
 
 
-def token(docs: str, permission: str = "write") -> str:
-    return mint(SECRET, docs, permission, now=time.time(), ttl=600)  # type: ignore[arg-type]
+def token(docs: str, permission: str = "write", **kw: Any) -> str:
+    return mint(SECRET, docs, permission, now=time.time(), ttl=600, **kw)  # type: ignore[arg-type]
 
 
 class Providers:
@@ -363,3 +363,28 @@ async def test_what_sync_status_acknowledged_survives_a_kill_9(
     async with Client(proc.url, "durable") as fresh:
         assert str(content(fresh)) == acknowledged["text"]
     assert acknowledged["text"] == "".join(f"<{i}>" for i in range(50))
+
+
+async def test_a_downgraded_provider_is_told_it_is_read_only(
+    secured: RunningServer,
+    node: Node,  # noqa: F811
+) -> None:
+    bob = await providers(node, secured.url, "bob", shared=True)
+    assert (await bob.ask("open", "doc", token=token("doc", subject="bob")))[
+        "scope"
+    ] == "read-write"
+    assert (await bob.ask("open", "other", token=token("other", subject="bob")))["synced"]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{secured.http}/api/revocations",
+            headers={"Authorization": f"Bearer {token('*', 'admin')}"},
+            json={"subject": "bob", "docs": "doc", "permission": "read"},
+        ) as response:
+            assert (await response.json())["connections"] == 1
+    assert (await bob.ask("wait", "doc", scope="readonly"))["scope"] == "readonly"
+    await bob.ask("insert", "doc", text="after")
+    await bob.ask("insert", "other", text="still writes")
+    assert (await bob.ask("wait", "other", unsynced=0))["scope"] == "read-write"
+    async with Client(secured.url, "doc", params={"token": token("doc")}) as check:
+        await asyncio.sleep(0.3)
+        assert "after" not in str(content(check))

@@ -8,10 +8,10 @@
 //        server URL); answers once it is synced or its authentication failed.
 //   {"cmd": "insert", "doc": D, "text": X}  append X to Y.Text "content" of D.
 //   {"cmd": "wait", "doc": D, "text": [...], "peers": [...], "gone": [...], "unsynced": N,
-//        "closed": true, "failed": true, "stateless": [...], "waitTimeout": MS}  wait until
-//        D holds every text, sees every peer name in its awareness and none of the gone,
-//        has N unsynced changes, was closed by the server, was refused, got every
-//        stateless payload; answers D's state (exit 2 on timeout).
+//        "closed": true, "failed": true, "scope": S, "stateless": [...], "waitTimeout": MS}
+//        wait until D holds every text, sees every peer name in its awareness and none of
+//        the gone, has N unsynced changes, was closed by the server, was refused, has
+//        scope S, got every stateless payload; answers D's state (exit 2 on timeout).
 //   {"cmd": "state", "doc": D}, {"cmd": "stateless", "doc": D, "payload": P},
 //   {"cmd": "destroy", "doc": D}.
 // A state: {doc, synced, scope, failed, text, peers, unsynced, closed, stateless, status}.
@@ -81,6 +81,7 @@ function met (entry, want) {
     (want.unsynced === undefined || s.unsynced === want.unsynced) &&
     (!want.closed || s.closed !== null) &&
     (!want.failed || s.failed !== null) &&
+    (want.scope === undefined || s.scope === want.scope) &&
     (want.stateless ?? []).every((p) => s.stateless.includes(p))
 }
 
