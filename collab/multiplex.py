@@ -220,7 +220,22 @@ class Multiplex:
 
     async def _open(self, key: str, token: str) -> None:
         """Admit and join document `key` with `token`, or answer PermissionDenied."""
-        prefix = hocuspocus.key_prefix(key)
+        doc = await self._admit(key, token)
+        if doc is None:
+            return
+        peer, room = doc.peer, doc.room
+        self._docs[key] = doc
+        doc.told_read_only = not allows(peer.access, "write")
+        await self._send(hocuspocus.encode_authenticated(doc.prefix, read_only=doc.told_read_only))
+        doc.expiry = ws.expire_at(peer, peer.grant.expires_at)
+        room.join(peer)
+        log.debug("%s: joined with %s access", peer, peer.access)
+        if self._hooks:
+            self._hooks.call("on_connect", ws.connection_event(room, peer))
+
+    async def _admit(self, key: str, token: str) -> _Doc | None:
+        """Check `token` for document `key` as the guard checks `?token=`, count the
+        connection and load the room; None, having answered PermissionDenied, if any fails."""
         admission = ExitStack()
         guard, rooms = self.request.app[GUARD], self.request.app[ROOMS]
         try:
@@ -235,8 +250,9 @@ class Multiplex:
             admission.close()
             log.info("%s: refused %r: %s", self._address, key, exc, extra={"status": exc.status})
             self._metrics.upgrades_refused[(str(exc.status), exc.code)] += 1
-            await self.ws.send_bytes(hocuspocus.encode_permission_denied(prefix, str(exc)))
-            return
+            prefix = hocuspocus.key_prefix(key)
+            await self._send(hocuspocus.encode_permission_denied(prefix, str(exc)))
+            return None
         admission.callback(rooms.release, name)
         doc = _Doc(key, room, admission)
         doc.peer = Peer(
@@ -249,16 +265,15 @@ class Multiplex:
             metrics=self._metrics,
             hocuspocus=True,
         )
-        self._docs[key] = doc
-        doc.told_read_only = not allows(access, "write")
-        await self.ws.send_bytes(
-            hocuspocus.encode_authenticated(prefix, read_only=doc.told_read_only)
-        )
-        doc.expiry = ws.expire_at(doc.peer, grant.expires_at)
-        room.join(doc.peer)
-        log.debug("%s: joined with %s access", doc.peer, access)
-        if self._hooks:
-            self._hooks.call("on_connect", ws.connection_event(room, doc.peer))
+        return doc
+
+    async def _send(self, frame: bytes) -> None:
+        """Send a message of the connection's own (not a room's)."""
+        try:
+            await self.ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError) as exc:
+            # The socket went away meanwhile; the read loop sees the same and ends.
+            log.debug("%s: send failed: %r", self._address, exc)
 
     def end(self, doc: _Doc, code: int) -> None:
         """Take document `doc` off the connection: it leaves its room, now."""
