@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pycrdt
 
+from collab import hocuspocus
 from collab.config import Settings
 from collab.edits import edit
 from collab.errors import (
@@ -289,6 +290,16 @@ class Documents:
             return await asyncio.to_thread(export, state, fmt, self._hints, field)
         except UpdateFormatError as exc:
             raise Conflict(f"cannot read the state of {name!r}: {exc}") from exc
+
+    def send_stateless(self, name: str, payload: str) -> int:
+        """Send a stateless message to every Hocuspocus client of `name` connected to this
+        server (their provider's `stateless` event); returns how many it went to."""
+        room = self._rooms.get(name)
+        peers = [peer for peer in room.peers if peer.hocuspocus] if room is not None else []
+        frame = hocuspocus.encode_stateless(payload)
+        for peer in peers:
+            peer.send(frame)
+        return len(peers)
 
     async def import_update(self, name: str, update: bytes) -> None:
         """Merge a binary Yjs update into `name` (creating it), as a client's edit.

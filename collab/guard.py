@@ -94,14 +94,18 @@ class Guard:
             return  # same origin: the editor this server serves
         raise Forbidden(f"origin {origin} is not allowed")
 
-    async def grant(self, request: web.Request, doc: str | None) -> Grant:
+    async def grant(self, request: web.Request, doc: str | None, token: str | None = None) -> Grant:
         """The grant of the request's credentials.
+
+        Args:
+            token: one the client sent over its connection (a Hocuspocus provider's, per
+                document), checked instead of the request's own.
 
         Raises:
             Unauthorized: no valid credentials where they are needed.
         """
         authorizer = self._settings.authorizer
-        token = request_token(request)
+        token = token or request_token(request)
         if authorizer is not None:
             ask = AuthRequest(doc, token, request.headers, request.cookies, request.remote)
             decision = authorizer(ask)

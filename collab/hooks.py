@@ -103,6 +103,18 @@ class Connection:
     close_code: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Stateless:
+    """A Hocuspocus client sent `payload` (its `sendStateless`) on `doc`; `reply` sends a
+    stateless message back to that connection's document (`Documents.send_stateless`
+    sends one to every Hocuspocus client of a document)."""
+
+    doc: str
+    peer: Connection
+    payload: str
+    reply: Callable[[str], None]
+
+
 Hook = Callable[[Any], Awaitable[None]]
 
 
@@ -122,6 +134,7 @@ class Hooks:
     on_delete: Callable[[DocEvent], Awaitable[None]] | None = None
     on_connect: Callable[[Connection], Awaitable[None]] | None = None
     on_disconnect: Callable[[Connection], Awaitable[None]] | None = None
+    on_stateless: Callable[[Stateless], Awaitable[None]] | None = None
 
     @property
     def names(self) -> list[str]:

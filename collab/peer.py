@@ -62,13 +62,17 @@ class Peer:
         access: Permission = "admin",
         metrics: Metrics | None = None,
         log_fields: Mapping[str, object] | None = None,
+        hocuspocus: bool = False,
     ) -> None:
         """
         Args:
             log_fields: what log lines about it say (collab.logs: its document, its peer
                 address), also when they are logged on another connection's behalf.
+            hocuspocus: it is one document of a Hocuspocus connection (collab.multiplex),
+                which also takes that protocol's own messages, such as stateless ones.
         """
         self.label = label
+        self.hocuspocus = hocuspocus
         self._metrics = metrics or Metrics()
         self.log_fields = dict(log_fields or {})
         self._connection = connection

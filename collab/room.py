@@ -262,7 +262,12 @@ class Room:
         self._metrics.sync_answers += 1
         self._metrics.sync_answer_bytes.observe(size)
         self._metrics.sent_bytes += size
-        if not self.ledger.hold(_Answer(peer, frames)):
+        self.acknowledge(peer, *frames)
+
+    def acknowledge(self, peer: Peer, *frames: bytes) -> None:
+        """Send `frames` to `peer` once every update applied so far is committed (at once
+        if they are): an answer that speaks of them must not run ahead of the disk."""
+        if not self.ledger.hold(_Answer(peer, list(frames))):
             for frame in frames:
                 peer.send(frame)
 

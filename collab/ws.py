@@ -11,10 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import WebSocketError, WSMsgType, web
 
-from collab import logs, protocol
+from collab import hocuspocus, logs, protocol
 from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
 from collab.auth import Grant, Permission
 from collab.config import Settings
@@ -31,13 +32,13 @@ from collab.hooks import Connection
 from collab.limits import TokenBucket
 from collab.metrics import Metrics
 from collab.names import doc_name_from_path
-from collab.peer import CLOSE_GOING_AWAY, Peer
+from collab.peer import CLOSE_GOING_AWAY, Peer, Transport
 from collab.room import Room
 
 log = logging.getLogger(__name__)
 
 _CLOSE_WAIT_SECONDS = 5.0
-_YIELD_EVERY = 32
+YIELD_EVERY = 32
 _BURST_SECONDS = 5.0
 _SLOW_MESSAGE_SECONDS = 0.1
 
@@ -52,10 +53,15 @@ def is_room_request(request: web.Request) -> bool:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    """Serve one connection to the room named by the request path."""
+    """Serve one connection to the room named by the request path; at the bare rooms
+    prefix, or when its first frame says so, a Hocuspocus connection (collab.multiplex)."""
     settings = request.app[SETTINGS]
     guard = request.app[GUARD]
     try:
+        if not request.path[len(settings.room_prefix) :].strip("/"):
+            # No document in the URL: only Hocuspocus names its documents in its frames.
+            guard.check_origin(request)
+            return await _serve_hocuspocus(request, None)
         name = doc_name_from_path(request.path, settings.room_prefix, settings.max_name_length)
         logs.add(document=name)
         guard.check_origin(request)
@@ -64,9 +70,36 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if access == "none":
             raise Forbidden(f"this credential does not give access to {name!r}")
         with guard.admit(request, name):
-            return await _serve_room(request, name, grant, access)
+            served = await _serve_room(request, name, grant, access)
     except CollabError as exc:
         return _refusal(request, exc)
+    if isinstance(served, _Handover):
+        # Served apart from this URL's admission and room: each document the client
+        # names is admitted and joined on its own.
+        return await _serve_hocuspocus(request, served)
+    return served
+
+
+@dataclass(frozen=True, slots=True)
+class _Handover:
+    """A connection opened as y-websocket whose first frame is Hocuspocus'."""
+
+    ws: web.WebSocketResponse
+    first: bytes
+
+
+async def _serve_hocuspocus(request: web.Request, handover: _Handover | None) -> web.StreamResponse:
+    # Imported here: multiplex builds on this module's connection plumbing.
+    from collab.multiplex import Multiplex
+
+    if handover is None:
+        ws = _response(request.app[SETTINGS])
+        await ws.prepare(request)
+        request.app[METRICS].connections_opened += 1
+    else:
+        ws = handover.ws
+    await Multiplex(request, ws).serve(handover.first if handover else None)
+    return ws
 
 
 def _refusal(request: web.Request, exc: CollabError) -> web.Response:
@@ -85,16 +118,19 @@ def _refusal(request: web.Request, exc: CollabError) -> web.Response:
     return web.Response(status=exc.status, text=f"{exc}\n", headers=exc.headers)
 
 
-async def _serve_room(
-    request: web.Request, name: str, grant: Grant, access: Permission
-) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(
+def _response(settings: Settings) -> web.WebSocketResponse:
+    return web.WebSocketResponse(
         max_msg_size=settings.max_message_bytes,
         heartbeat=settings.ping_seconds,
         compress=False,  # one encoded frame serves every reader
         timeout=_CLOSE_WAIT_SECONDS,
     )
+
+
+async def _serve_room(
+    request: web.Request, name: str, grant: Grant, access: Permission
+) -> web.StreamResponse | _Handover:
+    ws = _response(request.app[SETTINGS])
     # The upgrade is answered before the room loads, so that the client sets up its side
     # meanwhile (a cold load measured about 6 ms sooner); nothing is sent or read in the
     # room until it has loaded.
@@ -122,7 +158,7 @@ async def _serve_room(
             )
             metrics.closed(code)
             await ws.close(code=code, message=reason)
-            _stop_heartbeat(ws)
+            stop_heartbeat(ws)
             return ws
         try:
             return await _serve(request, ws, room, grant, access, metrics)
@@ -139,7 +175,7 @@ async def _serve(
     grant: Grant,
     access: Permission,
     metrics: Metrics,
-) -> web.StreamResponse:
+) -> web.StreamResponse | _Handover:
     settings = request.app[SETTINGS]
     peer = Peer(
         f"{peer_address(request)} {room.name!r}",
@@ -150,36 +186,40 @@ async def _serve(
         access=access,
         metrics=metrics,
     )
-    expiry = _expire_at(peer, grant.expires_at)
+    expiry = expire_at(peer, grant.expires_at)
     room.join(peer)
     log.debug("%s: joined with %s access", peer, access)
     hooks = request.app[ROOMS].journal.hooks
     if hooks:
-        hooks.call("on_connect", _connection(room, peer))
+        hooks.call("on_connect", connection_event(room, peer))
+    first = None
     try:
-        await _read(ws, room, peer, settings, metrics)
+        first = await _read(ws, room, peer, settings, metrics)
     finally:
         peer.detach()
         if expiry is not None:
             expiry.cancel()
         room.leave(peer)
-        peer.close(ws.close_code or 1000, "")
-        metrics.closed(peer.close_code or 1000)
+        if first is None:
+            peer.close(ws.close_code or 1000, "")
+            metrics.closed(peer.close_code or 1000)
         if (writer := peer.writer) is not None:
-            await _finish(writer, request)
-        _stop_heartbeat(ws)
+            await finish(writer, request)  # a handed-over peer's writer only drains
+        if first is None:
+            stop_heartbeat(ws)
         log.debug("%s: left (%s)", peer, ws.close_code, extra={"close_code": ws.close_code})
         if hooks:
-            hooks.call("on_disconnect", _connection(room, peer, peer.close_code or 1000))
-    return ws
+            # On a handover too: the app was told this connection joined.
+            hooks.call("on_disconnect", connection_event(room, peer, peer.close_code or 1000))
+    return ws if first is None else _Handover(ws, first)
 
 
-def _connection(room: Room, peer: Peer, close_code: int | None = None) -> Connection:
+def connection_event(room: Room, peer: Peer, close_code: int | None = None) -> Connection:
     address = str(peer.log_fields.get("peer", peer.label))
     return Connection(room.name, address, peer.access, peer.grant.subject, close_code)
 
 
-def _expire_at(peer: Peer, expires_at: float | None) -> asyncio.TimerHandle | None:
+def expire_at(peer: Peer, expires_at: float | None) -> asyncio.TimerHandle | None:
     """Close `peer` when its credential expires; providers reconnect with a new one."""
     if expires_at is None:
         return None
@@ -195,10 +235,8 @@ def _close(peer: Peer, code: int, reason: str) -> None:
     peer.close(code, reason)
 
 
-async def _read(
-    ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Settings, metrics: Metrics
-) -> None:
-    now = time.monotonic()
+def read_limits(settings: Settings, now: float) -> tuple[TokenBucket, TokenBucket]:
+    """A connection's buckets of messages and of bytes per second."""
     messages = TokenBucket(
         settings.max_messages_per_second, settings.max_messages_per_second * _BURST_SECONDS, now
     )
@@ -207,12 +245,21 @@ async def _read(
         settings.max_bytes_per_second + settings.max_message_bytes,
         now,
     )
+    return messages, volume
+
+
+async def _read(
+    ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Settings, metrics: Metrics
+) -> bytes | None:
+    """Hand the client's frames to the room until it leaves; return its first frame
+    instead if that is a Hocuspocus one (checked once: the loop stays as fast)."""
+    messages, volume = read_limits(settings, time.monotonic())
     handled = 0
     async for message in ws:
         if peer.closing:
-            return
+            return None
         handled += 1
-        if handled % _YIELD_EVERY == 0:
+        if handled % YIELD_EVERY == 0:
             # aiohttp hands out buffered frames without suspending; without this, one
             # client sending a burst holds the event loop, and every other room with it.
             await asyncio.sleep(0)
@@ -220,15 +267,17 @@ async def _read(
         size = len(message.data) if isinstance(message.data, bytes | str) else 0
         metrics.received_bytes += size
         if not (messages.allow(1, now) and volume.allow(size, now)):
-            _refuse(peer, TooMany.close_code, "too many messages or bytes per second")
-            return
+            close_peer(peer, TooMany.close_code, "too many messages or bytes per second")
+            return None
         if message.type is WSMsgType.BINARY:
+            if handled == 1 and hocuspocus.opens_hocuspocus(message.data):
+                return bytes(message.data)
             try:
                 decoded = protocol.decode(message.data)
                 room.receive(peer, decoded)
             except CollabError as exc:
-                _refuse(peer, exc.close_code, str(exc))
-                return
+                close_peer(peer, exc.close_code, str(exc))
+                return None
             took = time.monotonic() - now
             if took > _SLOW_MESSAGE_SECONDS:
                 # Every other connection of this process waited that long.
@@ -236,8 +285,10 @@ async def _read(
                     "%s: a %d-byte %s took %.0f ms", peer, size, type(decoded).__name__, took * 1000
                 )
         elif message.type is WSMsgType.TEXT:
-            _refuse(peer, UnsupportedMessage.close_code, "text frames are not part of the protocol")
-            return
+            close_peer(
+                peer, UnsupportedMessage.close_code, "text frames are not part of the protocol"
+            )
+            return None
         elif message.type is WSMsgType.ERROR:
             # aiohttp has already closed the socket, with 1009 for an oversize message
             # (close_code is then what the client answered, or 1006 if the close failed).
@@ -246,10 +297,12 @@ async def _read(
             log.warning(
                 "%s: closed (%s): %s", peer, ws.close_code, error, extra={"close_code": sent}
             )
-            return
+            return None
+    return None
 
 
-def _refuse(peer: Peer, code: int, reason: str) -> None:
+def close_peer(peer: Peer, code: int, reason: str) -> None:
+    """Close `peer` for something it sent, saying why in the log."""
     log.warning("%s: closed with %d: %s", peer, code, reason, extra=peer.log_extra(code))
     peer.close(code, reason)
 
@@ -268,16 +321,17 @@ class _Connection:
         if isinstance(transport, asyncio.Transport):
             self.write_now = DirectWriter(transport, lambda: ws.closed, request.app[FRAMES])
         else:
-            self.write_now = _never
+            self.write_now = never
 
     def start_writer(self, peer: Peer) -> asyncio.Task[None]:
-        return asyncio.create_task(_write(peer, self._ws), name=f"writer {peer.label}")
+        return asyncio.create_task(write(peer, self._ws), name=f"writer {peer.label}")
 
     def abort(self) -> None:
-        _abort(self._request)
+        abort_request(self._request)
 
 
-async def _write(peer: Peer, ws: web.WebSocketResponse) -> None:
+async def write(peer: Peer, ws: Transport) -> None:
+    """Drain `peer` into `ws` (its writer task)."""
     try:
         await peer.drain(ws)
     except (ConnectionError, RuntimeError) as exc:
@@ -286,7 +340,7 @@ async def _write(peer: Peer, ws: web.WebSocketResponse) -> None:
         peer.close(1006, "connection lost")
 
 
-def _stop_heartbeat(ws: web.WebSocketResponse) -> None:
+def stop_heartbeat(ws: web.WebSocketResponse) -> None:
     """Cancel aiohttp's ping timer of a finished connection.
 
     aiohttp 3.14 re-arms it when the client's last bytes arrive while close() waits
@@ -299,24 +353,24 @@ def _stop_heartbeat(ws: web.WebSocketResponse) -> None:
         cancel()
 
 
-def _never(_frame: bytes) -> bool:
+def never(_frame: bytes) -> bool:
     return False
 
 
-def _abort(request: web.Request) -> None:
+def abort_request(request: web.Request) -> None:
     """Drop the connection now: the read loop ends and the peer leaves its room."""
     if request.transport is not None:
         request.transport.abort()
 
 
-async def _finish(writer: asyncio.Task[None], request: web.Request) -> None:
+async def finish(writer: asyncio.Task[None], request: web.Request) -> None:
     """Wait for the writer to close the socket; abort the connection if it cannot."""
     try:
         async with asyncio.timeout(_CLOSE_WAIT_SECONDS):
             await writer
     except TimeoutError:
         # A peer that reads nothing can block even the close frame.
-        _abort(request)
+        abort_request(request)
         writer.cancel()
         await asyncio.wait([writer])
 

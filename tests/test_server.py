@@ -185,7 +185,10 @@ async def test_base_path_prefix_is_not_part_of_the_name(make_server: MakeServer)
             await session.ws_connect(f"{server.url}/doc")
 
 
-@pytest.mark.parametrize("path", ["/", "/%00x", "/" + "n" * 600, "/%20padded"])
+# The bare "/" is no longer among them: Hocuspocus providers connect there and name their
+# documents in their frames (a y-websocket frame there is closed with 4400: see
+# tests/test_interop_hocuspocus.py).
+@pytest.mark.parametrize("path", ["/%00x", "/" + "n" * 600, "/%20padded"])
 async def test_invalid_names_are_refused_before_the_upgrade(
     server: RunningServer, path: str
 ) -> None:
