@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -60,14 +60,30 @@ async def forwarded_peer(request: web.Request, handler: Handler) -> web.StreamRe
 
 def _path(scope: Scope) -> str:
     """The request's path relative to the mount, as an encoded URL path and query."""
-    path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    # Starlette keeps the full path and names the mount in root_path; older hosts strip it.
-    if root and path.startswith(root):
-        path = path[len(root) :]
     query = scope.get("query_string", b"").decode("latin-1")
-    encoded = quote(path or "/", safe="/:@!$&'()*+,;=-._~")
-    return f"{encoded}?{query}" if query else encoded
+    path = _raw_relative(scope, root)
+    if path is None:
+        path = scope["path"]
+        # Starlette keeps the full path and names the mount in root_path; older hosts strip it.
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        path = quote(path, safe="/:@!$&'()*+,;=-._~")
+    path = path or "/"
+    return f"{path}?{query}" if query else path
+
+
+def _raw_relative(scope: Scope, root: str) -> str | None:
+    """The path as the client encoded it (an escaped "/" in a name stays one), less the
+    mount's segments; None when the host gives no raw path that starts with the mount."""
+    raw = scope.get("raw_path")
+    if not raw:
+        return None
+    segments = raw.decode("latin-1").split("?", 1)[0].split("/")
+    depth = root.rstrip("/").count("/")
+    if unquote("/".join(segments[: depth + 1])) != root.rstrip("/"):
+        return None
+    return "/" + "/".join(segments[depth + 1 :])
 
 
 def _headers(scope: Scope) -> list[tuple[str, str]]:
