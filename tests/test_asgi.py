@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -29,12 +29,12 @@ ROOT = Path(__file__).parent.parent
 
 
 class Uvicorn:
-    """`uvicorn --factory tests.asgi_app:create` in a child process, on one database."""
+    """`python -m uvicorn ARGS` in a child process, as a team deploys its app."""
 
-    def __init__(self, db: Path, log_path: Path, lifespan: str) -> None:
-        self.db, self.log_path, self.lifespan = db, log_path, lifespan
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], log: IO[bytes]) -> None:
+        self.args, self.cwd, self.env, self.log = args, cwd, env, log
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
 
     @property
     def http(self) -> str:
@@ -46,33 +46,33 @@ class Uvicorn:
         return f"ws://127.0.0.1:{self.port}/collab"
 
     async def start(self) -> None:
-        env = {**os.environ, "COLLAB_TEST_DB": str(self.db), "COLLAB_TEST_LIFESPAN": self.lifespan}
-        args = ["-m", "uvicorn", "--factory", "tests.asgi_app:create", "--port", str(self.port)]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=log
-            )
+        """Start (again, on the same port), and wait until collab answers: it starts on
+        this first request."""
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "uvicorn", *self.args, "--port", str(self.port),
+            cwd=self.cwd, env={**os.environ, **self.env}, stdout=self.log, stderr=self.log,
+        )  # fmt: skip
         async with asyncio.timeout(20), aiohttp.ClientSession() as session:
             while True:
-                assert self.proc.poll() is None, self.log_path.read_text()
-                try:
-                    async with session.get(f"{self.http}/hello") as response:
+                assert self.proc.returncode is None, "uvicorn exited"
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with session.get(f"{self.http}/collab/healthz") as response:
                         if response.status == 200:
                             return
-                except aiohttp.ClientConnectionError:
-                    pass
                 await asyncio.sleep(0.1)
 
     async def terminate(self) -> int:
         """SIGTERM, as a process manager stops it; its exit status."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.to_thread(self.proc.wait, 30)
+        async with asyncio.timeout(30):
+            return await self.proc.wait()
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
-            self.proc.wait(10)
+            async with asyncio.timeout(10):
+                await self.proc.wait()
 
 
 @pytest.fixture
@@ -82,17 +82,25 @@ async def node() -> AsyncIterator[Node]:
     await runner.close()
 
 
-@pytest.fixture
-def uvicorn(tmp_path: Path) -> Iterator[Callable[[str], Uvicorn]]:
-    made: list[Uvicorn] = []
+MakeUvicorn = Callable[..., Uvicorn]
 
-    def make(lifespan: str) -> Uvicorn:
-        made.append(Uvicorn(tmp_path / "collab.db", tmp_path / "uvicorn.log", lifespan))
+
+@pytest.fixture
+async def uvicorn(tmp_path: Path) -> AsyncIterator[MakeUvicorn]:
+    """Make uvicorn processes (default: tests/asgi_app.py on the test's database); all
+    are killed at teardown."""
+    made: list[Uvicorn] = []
+    log = (tmp_path / "uvicorn.log").open("ab")
+
+    def make(lifespan: str = "plain", args: list[str] | None = None, cwd: Path = ROOT) -> Uvicorn:
+        env = {"COLLAB_TEST_DB": str(tmp_path / "collab.db"), "COLLAB_TEST_LIFESPAN": lifespan}
+        made.append(Uvicorn(args or ["--factory", "tests.asgi_app:create"], cwd, env, log))
         return made[-1]
 
     yield make
     for server in made:
-        server.kill()
+        await server.kill()
+    log.close()
 
 
 async def get_json(url: str) -> tuple[int, Any]:
@@ -105,9 +113,9 @@ def text_of(client: Client) -> pycrdt.Text:
 
 
 async def test_stock_providers_sync_through_a_fastapi_mount(
-    uvicorn: Callable[[str], Uvicorn], node: Node
+    uvicorn: MakeUvicorn, node: Node
 ) -> None:
-    server = uvicorn("plain")
+    server = uvicorn()
     await server.start()
     room, peers = "asgi/notes", ["nodeA", "nodeB"]
     editors = [
@@ -127,9 +135,9 @@ async def test_stock_providers_sync_through_a_fastapi_mount(
 
 
 async def test_a_refused_upgrade_keeps_its_status_through_the_mount(
-    uvicorn: Callable[[str], Uvicorn],
+    uvicorn: MakeUvicorn,
 ) -> None:
-    server = uvicorn("plain")
+    server = uvicorn()
     await server.start()
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -139,7 +147,7 @@ async def test_a_refused_upgrade_keeps_its_status_through_the_mount(
 
 @pytest.mark.parametrize("lifespan", ["plain", "chained"])
 async def test_sigterm_of_uvicorn_loses_nothing_a_client_saw(
-    uvicorn: Callable[[str], Uvicorn], lifespan: str
+    uvicorn: MakeUvicorn, lifespan: str
 ) -> None:
     server = uvicorn(lifespan)
     await server.start()
@@ -186,7 +194,7 @@ async def test_collab_works_as_an_aiohttp_sub_application(tmp_path: Path) -> Non
             text_of(one).insert(0, "under a prefix")
             await two.wait_for(lambda: str(text_of(two)) == "under a prefix")
         # Named relative to the mount, not "collab/notes".
-        status, listed = await get_json(f"{http}/api/docs")
+        _, listed = await get_json(f"{http}/api/docs")
         assert [doc["name"] for doc in listed["docs"]] == ["notes"]
         # /api under the mount keeps its JSON errors and its Origin check.
         async with aiohttp.ClientSession() as session:
