@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import runpy
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -204,3 +205,56 @@ async def test_collab_works_as_an_aiohttp_sub_application(tmp_path: Path) -> Non
                 assert (await response.json())["error"]["status"] == 403
     finally:
         await runner.cleanup()
+
+
+# --- the README's embedding examples, run as written
+
+
+def readme_example(name: str) -> str:
+    after = (ROOT / "README.md").read_text().split(f"<!-- embedding example: {name} ", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def two_clients_sync(url: str, doc: str, text: str) -> None:
+    async with Client(url, doc) as one, Client(url, doc) as two:
+        text_of(one).insert(0, text)
+        await two.wait_for(lambda: str(text_of(two)) == text)
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "starlette"])
+async def test_the_readme_asgi_example_serves_and_shuts_down_in_order(
+    uvicorn: MakeUvicorn, tmp_path: Path, framework: str
+) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "main.py").write_text(readme_example(framework))
+    server = uvicorn(args=["main:app"], cwd=app_dir)
+    await server.start()
+    await two_clients_sync(server.url, "readme", f"mounted in {framework}")
+    status, body = await get_json(f"{server.http}/collab/api/docs/readme")
+    assert (status, body["content"]) == (200, f"mounted in {framework}")
+    assert await server.terminate() in (0, -signal.SIGTERM)
+    await server.start()
+    # Its lifespan is chained: the shutdown took the room's last version.
+    status, versions = await get_json(f"{server.http}/collab/api/docs/readme/versions")
+    assert status == 200 and len(versions["versions"]) == 1, versions
+    assert (app_dir / "collab.db").exists()
+
+
+async def test_the_readme_aiohttp_example_serves_under_its_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "main.py").write_text(readme_example("aiohttp"))
+    monkeypatch.chdir(tmp_path)  # its database is collab.db where it runs
+    parent = runpy.run_path(str(tmp_path / "main.py"))["parent"]
+    runner = web.AppRunner(parent)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await two_clients_sync(f"ws://127.0.0.1:{port}/collab", "readme", "a sub-app")
+        status, body = await get_json(f"http://127.0.0.1:{port}/collab/api/docs/readme")
+        assert (status, body["content"]) == (200, "a sub-app")
+    finally:
+        await runner.cleanup()
+    assert (tmp_path / "collab.db").exists()
