@@ -9,7 +9,7 @@ import os
 import runpy
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -20,9 +20,10 @@ import pytest
 from aiohttp import web
 
 from collab.app import create_app
+from collab.asgi import create_asgi_app
 from collab.client import Client
-from collab.config import Settings
-from tests.conftest import free_port
+from collab.config import DatabaseURL, Settings
+from tests.conftest import RunningServer, free_port
 from tests.test_interop import Node
 
 pytestmark = pytest.mark.slow
@@ -258,3 +259,35 @@ async def test_the_readme_aiohttp_example_serves_under_its_prefix(
     finally:
         await runner.cleanup()
     assert (tmp_path / "collab.db").exists()
+
+
+async def test_the_asgi_app_joins_a_cluster_like_a_server(
+    make_server: Callable[..., Awaitable[RunningServer]], postgres_url: DatabaseURL, redis_url: str
+) -> None:
+    import uvicorn as uvicorn_server
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    other = await make_server(db=postgres_url, redis=redis_url, node_id="server")
+    collab = create_asgi_app(Settings(db=postgres_url, redis=redis_url, node_id="asgi"))
+    app = Starlette(routes=[Mount("/collab", app=collab)], lifespan=collab.lifespan)
+    port = free_port()
+    config = uvicorn_server.Config(app, port=port, log_level="warning", lifespan="on")
+    served = uvicorn_server.Server(config)
+    serving = asyncio.create_task(served.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not served.started:
+                await asyncio.sleep(0.05)
+        async with (
+            Client(f"ws://127.0.0.1:{port}/collab", "shared") as mounted,
+            Client(other.url, "shared") as direct,
+        ):
+            text_of(mounted).insert(0, "from the mount;")
+            await direct.wait_for(lambda: "from the mount;" in str(text_of(direct)))
+            text_of(direct).insert(0, "from the server;")
+            await mounted.wait_for(lambda: "from the server;" in str(text_of(mounted)))
+    finally:
+        served.should_exit = True
+        async with asyncio.timeout(30):
+            await serving
