@@ -58,7 +58,7 @@ async def forwarded_peer(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
-def _path(scope: Scope) -> str:
+def relative_path(scope: Scope) -> str:
     """The request's path relative to the mount, as an encoded URL path and query."""
     root: str = scope.get("root_path", "")
     query = scope.get("query_string", b"").decode("latin-1")
@@ -86,7 +86,8 @@ def _raw_relative(scope: Scope, root: str) -> str | None:
     return "/" + "/".join(segments[depth + 1 :])
 
 
-def _headers(scope: Scope) -> list[tuple[str, str]]:
+def forwarded_headers(scope: Scope) -> list[tuple[str, str]]:
+    """The request's headers less the hop's, and the client's address (PEER_HEADER)."""
     headers = [
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in scope.get("headers", [])
@@ -105,7 +106,11 @@ async def http(session: aiohttp.ClientSession, scope: Scope, receive: Receive, s
     if first.get("more_body"):
         body = _rest(first.get("body", b""), receive)
     async with session.request(
-        scope["method"], _path(scope), headers=_headers(scope), data=body, allow_redirects=False
+        scope["method"],
+        relative_path(scope),
+        headers=forwarded_headers(scope),
+        data=body,
+        allow_redirects=False,
     ) as response:
         headers = [
             (name.lower(), value)
@@ -150,8 +155,8 @@ async def websocket(
         return
     try:
         inner = await session.ws_connect(
-            _path(scope),
-            headers=_headers(scope),
+            relative_path(scope),
+            headers=forwarded_headers(scope),
             protocols=scope.get("subprotocols", ()),
             max_msg_size=0,  # the inner server has applied its limit to what it sends
             autoclose=False,
