@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import ipaddress
+import itertools
 import logging
 import os
 import signal
@@ -64,7 +65,8 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
             closes it on cleanup).
     """
     app = web.Application(
-        middlewares=[_log_scope, _room_upgrades], client_max_size=settings.max_message_bytes
+        middlewares=[_mount_relative, _log_scope, _room_upgrades],
+        client_max_size=settings.max_message_bytes,
     )
     app[SETTINGS] = settings
     app[FRAMES] = FrameCache()
@@ -86,6 +88,29 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     api.add_routes(app)
     pages.add_routes(app)
     return app
+
+
+@web.middleware
+async def _mount_relative(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Mounted with `parent.add_subapp(prefix, app)`, the request's path still starts with
+    # the prefix; rooms, /api and /static are named relative to the mount. (The routes
+    # already matched: aiohttp adds the prefix to them.)
+    if prefix := mount_prefix(request.match_info.apps):
+        url = request.rel_url
+        relative = url.raw_path[len(prefix) :] or "/"
+        request = request.clone(rel_url=url.with_path(relative, encoded=True, keep_query=True))
+    return await handler(request)
+
+
+def mount_prefix(apps: tuple[web.Application, ...]) -> str:
+    """The path under which the last of `apps` (root first) is mounted, "" at the root."""
+    prefix = ""
+    for parent, child in itertools.pairwise(apps):
+        for resource in parent.router.resources():
+            info = resource.get_info()
+            if info.get("app") is child:
+                prefix += str(info["prefix"])
+    return prefix
 
 
 @web.middleware
