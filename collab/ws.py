@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from aiohttp import WebSocketError, WSMsgType, web
+from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from collab import hocuspocus, logs, protocol
 from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
@@ -41,6 +41,7 @@ _CLOSE_WAIT_SECONDS = 5.0
 YIELD_EVERY = 32
 _BURST_SECONDS = 5.0
 _SLOW_MESSAGE_SECONDS = 0.1
+_FIRST_FRAME_SECONDS = 0.5  # how long the protocol is waited for before joining
 
 
 def is_room_request(request: web.Request) -> bool:
@@ -177,6 +178,11 @@ async def _serve(
     metrics: Metrics,
 ) -> web.StreamResponse | _Handover:
     settings = request.app[SETTINGS]
+    first = await _first_frame(ws)
+    if first is not None and first.type is WSMsgType.BINARY:
+        if hocuspocus.opens_hocuspocus(first.data):
+            # Before joining: a Hocuspocus client is sent nothing of y-websocket's.
+            return _Handover(ws, bytes(first.data))
     peer = Peer(
         f"{peer_address(request)} {room.name!r}",
         max_outbox_bytes=settings.max_outbox_bytes,
@@ -192,26 +198,48 @@ async def _serve(
     hooks = request.app[ROOMS].journal.hooks
     if hooks:
         hooks.call("on_connect", connection_event(room, peer))
-    first = None
+    handed: bytes | None = None
     try:
-        first = await _read(ws, room, peer, settings, metrics)
+        handed = await _read(ws, room, peer, settings, metrics, first)
     finally:
         peer.detach()
         if expiry is not None:
             expiry.cancel()
         room.leave(peer)
-        if first is None:
+        if handed is None:
             peer.close(ws.close_code or 1000, "")
             metrics.closed(peer.close_code or 1000)
         if (writer := peer.writer) is not None:
             await finish(writer, request)  # a handed-over peer's writer only drains
-        if first is None:
+        if handed is None:
             stop_heartbeat(ws)
         log.debug("%s: left (%s)", peer, ws.close_code, extra={"close_code": ws.close_code})
         if hooks:
             # On a handover too: the app was told this connection joined.
             hooks.call("on_disconnect", connection_event(room, peer, peer.close_code or 1000))
-    return ws if first is None else _Handover(ws, first)
+    return ws if handed is None else _Handover(ws, handed)
+
+
+async def _first_frame(ws: web.WebSocketResponse) -> WSMessage | None:
+    """The client's first frame, or None if it sends none within a moment. Stock
+    y-websocket and Hocuspocus providers both speak first (SyncStep1; their token), so
+    the protocol is known before anything is sent: a Hocuspocus client at a document
+    URL is then never sent y-websocket's frames (the bench's load generator cannot read
+    them). A client that waits for the server is joined after the moment, as before."""
+    try:
+        return await ws.receive(timeout=_FIRST_FRAME_SECONDS)
+    except TimeoutError:
+        return None
+
+
+_ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+
+
+async def _frames(first: WSMessage | None, ws: web.WebSocketResponse) -> AsyncIterator[WSMessage]:
+    if first is not None:
+        yield first
+    async for message in ws:
+        yield message
 
 
 def connection_event(room: Room, peer: Peer, close_code: int | None = None) -> Connection:
@@ -249,13 +277,21 @@ def read_limits(settings: Settings, now: float) -> tuple[TokenBucket, TokenBucke
 
 
 async def _read(
-    ws: web.WebSocketResponse, room: Room, peer: Peer, settings: Settings, metrics: Metrics
+    ws: web.WebSocketResponse,
+    room: Room,
+    peer: Peer,
+    settings: Settings,
+    metrics: Metrics,
+    first: WSMessage | None = None,
 ) -> bytes | None:
-    """Hand the client's frames to the room until it leaves; return its first frame
-    instead if that is a Hocuspocus one (checked once: the loop stays as fast)."""
+    """Hand the client's frames (`first` already read) to the room until it leaves;
+    return its first frame instead if that is a Hocuspocus one that came late (checked
+    once: the loop stays as fast)."""
     messages, volume = read_limits(settings, time.monotonic())
     handled = 0
-    async for message in ws:
+    if first is not None and first.type in _ENDED:
+        return None
+    async for message in _frames(first, ws):
         if peer.closing:
             return None
         handled += 1

@@ -388,3 +388,28 @@ async def test_a_downgraded_provider_is_told_it_is_read_only(
     async with Client(secured.url, "doc", params={"token": token("doc")}) as check:
         await asyncio.sleep(0.3)
         assert "after" not in str(content(check))
+
+
+async def test_a_hocuspocus_client_at_a_document_url_is_sent_only_hocuspocus_frames(
+    make_server: Callable[..., Awaitable[RunningServer]],
+) -> None:
+    """Found with the shared harness' load generator, which reads every frame as
+    Hocuspocus': the server once sent a document URL's y-websocket SyncStep1 and
+    awareness before it knew the client's protocol."""
+    server = await make_server()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{server.url}/notes") as ws,
+    ):
+        await ws.send_bytes(hocuspocus.key_prefix("notes") + b"\x02\x00\x00")  # Auth(token "")
+        frames: list[bytes] = []
+        deadline = time.monotonic() + 1.5  # past the wait for a first frame
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = await ws.receive(timeout=left)
+            except TimeoutError:
+                break
+            assert message.type is aiohttp.WSMsgType.BINARY, message
+            frames.append(message.data)
+    assert frames  # at least the answer to the token
+    assert [hocuspocus.peek_key(frame) for frame in frames] == ["notes"] * len(frames)
