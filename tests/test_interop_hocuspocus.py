@@ -413,3 +413,32 @@ async def test_a_hocuspocus_client_at_a_document_url_is_sent_only_hocuspocus_fra
             frames.append(message.data)
     assert frames  # at least the answer to the token
     assert [hocuspocus.peek_key(frame) for frame in frames] == ["notes"] * len(frames)
+
+
+async def test_a_kill_9_while_providers_type_loses_nothing_a_reader_saw(
+    server_process: Any,
+    node: Node,  # noqa: F811
+) -> None:
+    proc = server_process()
+    await asyncio.to_thread(proc.start)
+    writer = await providers(node, proc.url, "writer")
+    reader = await providers(node, proc.url, "reader")
+    await writer.ask("open", "typing")
+    await reader.ask("open", "typing")
+    for i in range(20):  # typing, not waiting for anything: the kill lands mid-stream
+        await writer.ask("insert", "typing", text=f"<{i}>")
+        await asyncio.sleep(0.01)
+    await reader.ask("wait", "typing", text=["<5>"])
+    for i in range(20, 60):
+        await writer.ask("insert", "typing", text=f"<{i}>")
+        if i == 40:
+            proc.signal(signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, 10)
+    seen = (await reader.ask("state", "typing"))["text"]
+    assert "<5>" in seen
+    await asyncio.to_thread(proc.start)
+    async with Client(proc.url, "typing") as fresh:
+        kept = str(content(fresh))
+    # Everything the reader was sent was committed first; the writer's later edits
+    # may be lost with the server (its provider sends them again on reconnecting).
+    assert kept.startswith(seen), (seen, kept)
