@@ -17,7 +17,7 @@ from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from collab import hocuspocus, logs, protocol
 from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
-from collab.auth import Grant, Permission
+from collab.auth import Grant, Permission, allows
 from collab.config import Settings
 from collab.errors import (
     CollabError,
@@ -183,6 +183,16 @@ async def _serve(
         if hocuspocus.opens_hocuspocus(first.data):
             # Before joining: a Hocuspocus client is sent nothing of y-websocket's.
             return _Handover(ws, bytes(first.data))
+    # A revocation that came while the first frame was awaited found no peer to close.
+    now_allowed = request.app[GUARD].permission(grant, room.name)
+    if now_allowed == "none":
+        log.info("%s %r: access revoked before joining", peer_address(request), room.name)
+        metrics.closed(Forbidden.close_code)
+        await ws.close(code=Forbidden.close_code, message=b"access revoked")
+        stop_heartbeat(ws)
+        return ws
+    if not allows(now_allowed, access):
+        access = now_allowed
     peer = Peer(
         f"{peer_address(request)} {room.name!r}",
         max_outbox_bytes=settings.max_outbox_bytes,
