@@ -1,7 +1,7 @@
 """S1 (one writer, many readers) with and without a slow hook, side by side, through the
 shared harness: relaying must not wait for hooks.
 
-    python scripts/bench_hooks.py ../shared/bench --reps 5
+    python scripts/bench_hooks.py PATH/TO/shared/bench --reps 5
 
 Runs the harness' S1 matrix for `collab` and for `collab-hook`, the same server with
 `--hooks bench_hooks:SLOW` (an on_change and an on_settled hook that each take 1 s),
