@@ -453,15 +453,24 @@ class Room:
             self._tell_hooks([p for p in payloads if isinstance(p, _Relay)], reached)
 
     def _tell_hooks(self, relays: list[_Relay], reached: int) -> None:
-        assert self._hooks is not None
+        hooks = self._hooks
+        assert hooks is not None
+        if not relays:
+            return
         first = reached - len(relays) + 1
-        changes = [
-            Change(self.name, offset, relay.update, _origin(relay))
-            for offset, relay in enumerate(relays, first)
-        ]
-        if first == 1 and changes:
-            self._hooks.call("on_create", DocEvent(self.name))
-        self._hooks.changed(changes)
+        if first == 1:
+            hooks.call("on_create", DocEvent(self.name))
+        if not hooks.wants_changes:
+            # Only the pause is waited for (the webhooks' document.changed): no Change
+            # per update for nobody.
+            hooks.touched(self.name, reached, mine=True)
+            return
+        hooks.changed(
+            [
+                Change(self.name, offset, relay.update, _origin(relay))
+                for offset, relay in enumerate(relays, first)
+            ]
+        )
 
     def catch_up(self, updates: list[tuple[int, bytes]]) -> None:
         """Updates of this document's log that another writer committed, with their
