@@ -30,7 +30,9 @@ from collab.appkeys import (
     FRAMES,
     GUARD,
     LOCK,
+    LOOSE,
     METRICS,
+    MOUNT,
     READY,
     REGISTRY,
     ROOMS,
@@ -73,6 +75,7 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app[METRICS] = metrics = Metrics()
     app[REGISTRY] = metrics.registry()
     app[STOPPING] = asyncio.Event()
+    app[LOOSE] = set()
     if store is None and isinstance(settings.db, Path):
         # One server per SQLite file, or the nodes of one cluster (on one host). A
         # PostgreSQL database is shared by design.
@@ -95,10 +98,12 @@ async def _mount_relative(request: web.Request, handler: Handler) -> web.StreamR
     # Mounted with `parent.add_subapp(prefix, app)`, the request's path still starts with
     # the prefix; rooms, /api and /static are named relative to the mount. (The routes
     # already matched: aiohttp adds the prefix to them.)
+    outer = request.get(MOUNT, "")  # behind collab.asgi's relay: the host's mount
     if prefix := mount_prefix(request.match_info.apps):
         url = request.rel_url
         relative = url.raw_path[len(prefix) :] or "/"
         request = request.clone(rel_url=url.with_path(relative, encoded=True, keep_query=True))
+    request[MOUNT] = outer + prefix
     return await handler(request)
 
 
@@ -239,6 +244,11 @@ async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
 async def _close_connections(app: web.Application) -> None:
     app[STOPPING].set()
     app[ROOMS].close_peers(CLOSE_GOING_AWAY, "server shutting down")
+    closing = [
+        ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down") for ws in app[LOOSE]
+    ]
+    if closing:
+        await asyncio.gather(*closing, return_exceptions=True)
 
 
 async def start(settings: Settings, store: Store | None = None) -> tuple[web.AppRunner, int]:

@@ -47,6 +47,12 @@ FRAMES = web.AppKey("frames", FrameCache)
 CHECKS = web.AppKey("checks", dict[str, Callable[[], Awaitable[None]]])
 # What /readyz asks, the same way: whether the server can take edits now.
 READY = web.AppKey("ready", dict[str, Callable[[], Awaitable[None]]])
+# Sockets open outside any room (a Hocuspocus socket, one waiting for its first frame or
+# refused): a shutdown closes them itself, as rooms close their peers.
+LOOSE = web.AppKey("loose", set[web.WebSocketResponse])
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set once the server starts shutting down
 METRICS = web.AppKey("metrics", Metrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)  # METRICS and the process's
+# A request's key: the path the host app mounted collab under ("" at the root), as the
+# client sees it; the editor's pages prefix their links with it.
+MOUNT = web.RequestKey("mount", str)

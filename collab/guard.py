@@ -2,8 +2,10 @@
 connection limits, and revocations, applied to live connections too.
 
 Every WebSocket upgrade and API call passes here before anything else, so a refusal is
-an HTTP status (401, 403, 429, 503) and never an accepted-then-closed socket: stock
-providers reconnect at once after a close, and would hammer the server.
+an HTTP status (401, 403, 429, 503) rather than an accepted-then-closed socket: stock
+providers reconnect at once after a close, and would hammer the server. The one
+exception is an upgrade with no credential at all where one is needed: a Hocuspocus
+provider sends its token in its first frame (collab.ws).
 """
 
 from __future__ import annotations
@@ -137,8 +139,9 @@ class Guard:
     # --- how many
 
     @contextmanager
-    def admit(self, request: web.Request, doc: str) -> Iterator[None]:
-        """Count a connection for as long as it lasts.
+    def admit(self, request: web.Request, doc: str | None) -> Iterator[None]:
+        """Count a connection for as long as it lasts: one to document `doc`, or with
+        None a Hocuspocus socket itself (each document it opens counts once more).
 
         Raises:
             TooMany: a limit is reached.
@@ -147,18 +150,21 @@ class Guard:
         address = request.remote or "?"
         if self._total >= settings.max_connections:
             raise TooMany(f"the server has {self._total} connections", server_full=True)
-        if self._per_room[doc] >= settings.max_connections_per_room:
+        if doc is not None and self._per_room[doc] >= settings.max_connections_per_room:
             raise TooMany(f"document {doc!r} has {self._per_room[doc]} connections")
         if self._per_address[address] >= settings.max_connections_per_address:
             raise TooMany(f"{address} has {self._per_address[address]} connections")
+        counted = [(self._per_address, address)]
+        if doc is not None:
+            counted.append((self._per_room, doc))
         self._total += 1
-        self._per_room[doc] += 1
-        self._per_address[address] += 1
+        for counter, key in counted:
+            counter[key] += 1
         try:
             yield
         finally:
             self._total -= 1
-            for counter, key in ((self._per_room, doc), (self._per_address, address)):
+            for counter, key in counted:
                 counter[key] -= 1
                 if not counter[key]:
                     del counter[key]

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from aiohttp import WSMessage, WSMsgType, web
 
 from collab import hocuspocus, protocol, ws
-from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
+from collab.appkeys import FRAMES, GUARD, LOOSE, METRICS, ROOMS, SETTINGS
 from collab.auth import allows
 from collab.errors import (
     CollabError,
@@ -119,6 +119,8 @@ class Multiplex:
     async def serve(self, first: bytes | None) -> None:
         """Read frames (`first` already read) until the socket closes; then leave all."""
         self._metrics.connections_open += 1
+        loose = self.request.app[LOOSE]
+        loose.add(self.ws)  # with no document open, no room closes it on shutdown
         try:
             if first is None or await self._handle(first):
                 await self._read(bare=first is None)
@@ -132,6 +134,7 @@ class Multiplex:
             for writer in writers:
                 await ws.finish(writer, self.request)
             ws.stop_heartbeat(self.ws)
+            loose.discard(self.ws)
             self._metrics.connections_open -= 1
 
     async def _read(self, *, bare: bool) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from collab import hocuspocus, logs, protocol
-from collab.appkeys import FRAMES, GUARD, METRICS, ROOMS, SETTINGS
+from collab.appkeys import FRAMES, GUARD, LOOSE, METRICS, ROOMS, SETTINGS
 from collab.auth import Grant, Permission, allows
 from collab.config import Settings
 from collab.errors import (
@@ -25,9 +25,11 @@ from collab.errors import (
     StoreError,
     TokenExpired,
     TooMany,
+    Unauthorized,
     UnsupportedMessage,
 )
 from collab.frames import DirectWriter
+from collab.guard import request_token
 from collab.hooks import Connection
 from collab.limits import TokenBucket
 from collab.metrics import Metrics
@@ -42,6 +44,9 @@ YIELD_EVERY = 32
 _BURST_SECONDS = 5.0
 _SLOW_MESSAGE_SECONDS = 0.1
 _FIRST_FRAME_SECONDS = 0.5  # how long the protocol is waited for before joining
+# How long a socket that turned out to need a token is held before its 4401: the stock
+# y-websocket provider reconnects 100 ms after a close of a socket that had opened.
+REFUSAL_HOLD_SECONDS = 3.0
 
 
 def is_room_request(request: web.Request) -> bool:
@@ -62,22 +67,33 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if not request.path[len(settings.room_prefix) :].strip("/"):
             # No document in the URL: only Hocuspocus names its documents in its frames.
             guard.check_origin(request)
-            return await _serve_hocuspocus(request, None)
+            with guard.admit(request, None):
+                return await _serve_hocuspocus(request, None)
         name = doc_name_from_path(request.path, settings.room_prefix, settings.max_name_length)
         logs.add(document=name)
         guard.check_origin(request)
-        grant = await guard.grant(request, name)
-        access = guard.permission(grant, name)
-        if access == "none":
-            raise Forbidden(f"this credential does not give access to {name!r}")
-        with guard.admit(request, name):
-            served = await _serve_room(request, name, grant, access)
+        try:
+            grant = await guard.grant(request, name)
+        except Unauthorized as exc:
+            if request_token(request) is not None:
+                raise  # a credential in the URL or header that is not good: 401
+            # None at all: a Hocuspocus provider sends its token in its first frame.
+            with guard.admit(request, name):
+                served = await _serve_without_credential(request, name, exc)
+        else:
+            access = guard.permission(grant, name)
+            if access == "none":
+                raise Forbidden(f"this credential does not give access to {name!r}")
+            with guard.admit(request, name):
+                served = await _serve_room(request, name, grant, access)
+        if isinstance(served, _Handover):
+            # Served apart from this URL's admission and room: each document the client
+            # names is admitted and joined on its own. The socket's own admission takes
+            # the place this URL's just left, so it is not refused.
+            with guard.admit(request, None):
+                return await _serve_hocuspocus(request, served)
     except CollabError as exc:
         return _refusal(request, exc)
-    if isinstance(served, _Handover):
-        # Served apart from this URL's admission and room: each document the client
-        # names is admitted and joined on its own.
-        return await _serve_hocuspocus(request, served)
     return served
 
 
@@ -101,6 +117,61 @@ async def _serve_hocuspocus(request: web.Request, handover: _Handover | None) ->
         ws = handover.ws
     await Multiplex(request, ws).serve(handover.first if handover else None)
     return ws
+
+
+async def _serve_without_credential(
+    request: web.Request, name: str, refused: Unauthorized
+) -> web.StreamResponse | _Handover:
+    """A document's URL without any credential where one is needed. A Hocuspocus
+    provider sends its token in its first frame, so the socket opens and that frame
+    decides: Hocuspocus is handed over, to be checked per document; any other client
+    is held a moment, then closed with `refused`'s 4401 (the browser shows that code
+    and reason, where an HTTP 401 reaches its page as a bare 1006)."""
+    ws = _response(request.app[SETTINGS])
+    await ws.prepare(request)
+    metrics = request.app[METRICS]
+    metrics.connections_opened += 1
+    metrics.connections_open += 1
+    loose = request.app[LOOSE]
+    loose.add(ws)  # closed with 1001 by a shutdown meanwhile
+    try:
+        first = await _first_frame(ws)
+        if first is not None and first.type is WSMsgType.BINARY:
+            if hocuspocus.opens_hocuspocus(first.data):
+                return _Handover(ws, bytes(first.data))
+        code = refused.close_code
+        log.info(
+            "%s %r: closed with %d: %s",
+            peer_address(request),
+            name,
+            code,
+            refused,
+            extra={"close_code": code},
+        )
+        if first is None or first.type not in _ENDED:
+            await _hold(ws, request.app[SETTINGS])
+        metrics.closed(ws.close_code or code)
+        await ws.close(code=code, message=str(refused).encode()[:120])
+        stop_heartbeat(ws)
+        return ws
+    finally:
+        loose.discard(ws)
+        metrics.connections_open -= 1
+
+
+async def _hold(ws: web.WebSocketResponse, settings: Settings) -> None:
+    """Read and drop what a refused client sends, for REFUSAL_HOLD_SECONDS at most,
+    within the read limits."""
+    messages, volume = read_limits(settings, time.monotonic())
+    try:
+        async with asyncio.timeout(REFUSAL_HOLD_SECONDS):
+            async for message in ws:
+                size = len(message.data) if isinstance(message.data, bytes | str) else 0
+                now = time.monotonic()
+                if not (messages.allow(1, now) and volume.allow(size, now)):
+                    return
+    except TimeoutError:
+        pass
 
 
 def _refusal(request: web.Request, exc: CollabError) -> web.Response:

@@ -3,13 +3,15 @@ answer with them, subclasses included; a client rebuilds the class from the API'
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pycrdt
 import pytest
 
-from collab import errors
+from collab import errors, protocol, ws
 from collab.auth import AuthRequest, Grant
 from collab.errors import (
     HTTP_ERROR,
@@ -146,7 +148,7 @@ async def gatekeeper(request: AuthRequest) -> Grant:
 
 
 async def test_an_authorizers_own_errors_answer_as_their_parents_on_every_edge(
-    make_server: MakeServer, http: aiohttp.ClientSession
+    make_server: MakeServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = await make_server(authorizer=gatekeeper)
     async with http.get(f"{server.http}/api/docs/secret") as response:
@@ -162,14 +164,23 @@ async def test_an_authorizers_own_errors_answer_as_their_parents_on_every_edge(
         assert (await response.json())["error"]["code"] == "unauthorized"
     # Before the WebSocket opens, by the same attributes (this was a 503 when the upgrade
     # mapped errors by their exact type).
-    for name, status in [("secret", 403), ("who", 401)]:
+    for path, status in [("secret", 403), ("who?token=mine", 401)]:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            async with http.ws_connect(f"{server.url}/{name}"):
+            async with http.ws_connect(f"{server.url}/{path}"):
                 pass
         assert refused.value.status == status
         if status == 401:
             assert refused.value.headers is not None
             assert refused.value.headers["WWW-Authenticate"] == "Bearer"
+    # With no token at all the socket opens (a Hocuspocus provider's comes in its first
+    # frame); a y-websocket client then gets the same error's close code and message.
+    monkeypatch.setattr(ws, "REFUSAL_HOLD_SECONDS", 0.1)
+    async with http.ws_connect(f"{server.url}/who") as stranger:
+        await stranger.send_bytes(protocol.encode_sync_step1(pycrdt.Doc().get_state()))
+        async with asyncio.timeout(10):
+            message = await stranger.receive()
+    assert message.type is aiohttp.WSMsgType.CLOSE
+    assert (stranger.close_code, message.extra) == (4401, "who are you?")
 
 
 async def test_errors_of_http_itself_are_json_with_the_http_error_code(

@@ -13,6 +13,7 @@ import aiohttp
 import pycrdt
 import pytest
 
+from collab import protocol, ws
 from collab.auth import AuthRequest, Grant, mint
 from collab.client import Client
 from collab.config import Secret
@@ -62,7 +63,6 @@ def bearer(value: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("query", "status"),
     [
-        ("", 401),  # no token
         ("?token=garbage", 401),  # not a token
         (
             f"?token={mint('another secret of enough length!!', 'doc', 'write', now=time.time())}",
@@ -80,10 +80,36 @@ async def test_upgrades_are_refused_before_the_websocket_opens(
     assert await upgrade_status(f"{secured.url}/doc{query}") == status
 
 
+async def test_with_no_credential_at_all_the_socket_opens_and_a_y_websocket_client_gets_4401(
+    secured: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Hocuspocus provider sends its token in its first frame, so the upgrade cannot be
+    # refused for the lack of one; a y-websocket client is then told 4401 (what a page
+    # can read, unlike an HTTP 401), after a hold that slows its reconnects.
+    monkeypatch.setattr(ws, "REFUSAL_HOLD_SECONDS", 1.0)
+    async with Client(secured.url, "doc", params={"token": token("doc")}) as writer:
+        writer.doc.get("t", type=pycrdt.Text).insert(0, "kept")
+        await writer.flush()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{secured.url}/doc") as stranger:
+            opened = time.monotonic()
+            await stranger.send_bytes(protocol.encode_sync_step1(pycrdt.Doc().get_state()))
+            await stranger.send_bytes(b"\xff garbage, dropped")
+            async with asyncio.timeout(10):
+                message = await stranger.receive()
+            held = time.monotonic() - opened
+    assert message.type is aiohttp.WSMsgType.CLOSE  # and nothing of the document before it
+    assert stranger.close_code == 4401
+    assert "a token is needed" in message.extra
+    assert held >= 0.9
+    async with Client(secured.url, "doc", params={"token": token("doc", "read")}) as reader:
+        await reader.wait_for(lambda: text_of(reader) == "kept")
+
+
 async def test_a_refused_upgrade_says_why_and_asks_for_a_bearer(secured: RunningServer) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(
-            f"{secured.http}/doc",
+            f"{secured.http}/doc?token=garbage",
             headers={
                 "Upgrade": "websocket",
                 "Connection": "Upgrade",
@@ -93,7 +119,7 @@ async def test_a_refused_upgrade_says_why_and_asks_for_a_bearer(secured: Running
         ) as response:
             assert response.status == 401
             assert response.headers["WWW-Authenticate"] == "Bearer"
-            assert "token is needed" in await response.text()
+            assert "invalid token" in await response.text()
 
 
 async def test_read_only_editors_see_everything_but_change_nothing(

@@ -149,6 +149,27 @@ async def test_in_band_tokens_give_read_only_and_refuse_per_document(
         assert "refused edit;" not in str(content(check))
 
 
+async def test_a_provider_at_a_document_url_sends_its_token_in_band_only(
+    secured: RunningServer,
+    node: Node,  # noqa: F811
+) -> None:
+    # As TipTap's docs write it: url is the document's, the token only in-band. The
+    # upgrade has no credential, so it opens; the provider's first frame carries the
+    # token, checked per document as at the bare URL.
+    alone = await providers(node, secured.url, "alone")
+    at = f"{secured.url}/notes"
+    writer = await alone.ask("open", "notes", token=token("notes"), url=at)
+    assert writer["synced"] and writer["scope"] == "read-write" and writer["failed"] is None
+    reader = await alone.ask("open", "notes2", token=token("notes2", "read"), url=f"{at}2")
+    assert reader["synced"] and reader["scope"] == "readonly"
+    refused = await alone.ask("open", "secret", token=token("notes"), url=f"{secured.url}/secret")
+    assert refused["failed"] and not refused["synced"]
+    await alone.ask("insert", "notes", text="in band;")
+    await alone.ask("wait", "notes", unsynced=0)
+    async with Client(secured.url, "notes", params={"token": token("notes")}) as check:
+        await check.wait_for(lambda: "in band;" in str(content(check)), timeout=10)
+
+
 async def test_a_revoked_token_closes_its_document_and_nothing_else(
     secured: RunningServer,
     node: Node,  # noqa: F811
@@ -289,7 +310,14 @@ async def test_providers_on_two_servers_of_a_cluster_converge_and_see_each_other
     make_server: MakeServer,
     node: Node,  # noqa: F811
 ) -> None:
-    a = await make_server(db=postgres_url, redis=redis_url, node_id="a")
+    started: list[Documents] = []
+
+    async def on_start(documents: Documents) -> None:
+        started.append(documents)
+
+    a = await make_server(
+        db=postgres_url, redis=redis_url, node_id="a", hooks=Hooks(on_start=on_start)
+    )
     b = await make_server(db=postgres_url, redis=redis_url, node_id="b")
     doc = "hocus/cluster"
     on_a = await providers(node, a.url, "onA")
@@ -303,6 +331,11 @@ async def test_providers_on_two_servers_of_a_cluster_converge_and_see_each_other
     assert final_a["text"] == final_b["text"]
     async with Client(b.url, doc) as fresh:
         assert str(content(fresh)) == final_a["text"]
+    # The app's broadcast on one server reaches the document's clients on the other too.
+    assert started[0].send_stateless(doc, "to everyone") == 1  # the one on this server
+    for client in (on_a, on_b):
+        heard = await client.ask("wait", doc, stateless=["to everyone"])
+        assert heard["stateless"] == ["to everyone"]
 
 
 async def test_an_expired_in_band_token_closes_the_socket_and_is_refused_after(
