@@ -211,14 +211,13 @@ class Multiplex:
         if peer.closing:
             return
         try:
-            doc.room.receive(peer, message)
+            taken = doc.room.receive(peer, message)
         except CollabError as exc:
             ws.close_peer(peer, exc.close_code, str(exc))
             return
-        if isinstance(message, protocol.SyncStep2 | protocol.SyncUpdate) and allows(
-            peer.access, "write"
-        ):
-            # Hocuspocus' "saved": sent once the update is committed, as relays are.
+        if taken and isinstance(message, protocol.SyncStep2 | protocol.SyncUpdate):
+            # Hocuspocus' "saved": sent once the update is committed, as relays are. A
+            # refused one (read-only, quota) has been answered "not saved" instead.
             doc.room.acknowledge(peer, _SAVED)
 
     async def _open(self, key: str, token: str) -> None:

@@ -129,17 +129,18 @@ class Room:
         peer.awareness_ids.clear()
         self._announce(self.awareness.remove(owned), shared=True)
 
-    def receive(self, peer: Peer, message: protocol.Message) -> None:
-        """Act on one message from `peer`.
+    def receive(self, peer: Peer, message: protocol.Message) -> bool:
+        """Act on one message from `peer`; False if it was an update the room refused
+        (read-only, or past the quota: the peer has been told).
 
         Raises:
             ProtocolError: the message is invalid; nothing was changed.
         """
         match message:
             case protocol.SyncUpdate(update):
-                self._apply_from(peer, update, live=True)
+                return self._apply_from(peer, update, live=True)
             case protocol.SyncStep2(update):
-                self._apply_from(peer, update, live=False)
+                return self._apply_from(peer, update, live=False)
             case protocol.SyncStep1(state_vector):
                 self._answer_sync(peer, state_vector)
             case protocol.AwarenessUpdate(entries):
@@ -152,6 +153,7 @@ class Room:
                 self._metrics.sent_bytes += len(frame)
             case protocol.PermissionDenied():
                 raise UnsupportedMessage("clients do not send auth messages")
+        return True
 
     def close_peers(self, code: int, reason: str) -> None:
         for peer in list(self.peers):
@@ -198,27 +200,31 @@ class Room:
         again. One the room holds already (heard twice, or read from the log) is ignored."""
         self.catch_up([(offset, update)])
 
-    def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> None:
+    def _apply_from(self, peer: Peer, update: bytes, *, live: bool) -> bool:
+        """Apply `peer`'s update; False if refused (the peer is told)."""
+        writes = allows(peer.access, "write")
         if update == protocol.EMPTY_UPDATE:
-            return
+            return writes
         metrics = self._metrics
         metrics.updates_received += 1
-        if not allows(peer.access, "write"):
+        if not writes:
             # A read-only client answers our SyncStep1 with its whole delete set even when
             # it changed nothing; only an attempt to add something is worth telling it about.
             if live or self.document.holds_new_structs(update):
                 metrics.updates_refused["read_only"] += 1
                 self._deny(peer, "read-only: your changes to this document are not saved")
-            return
+            return False
         try:
             self._apply(peer, update)
         except QuotaExceeded as exc:
             metrics.updates_refused["quota"] += 1
             log.warning("%s: refused an update of %s: %s", self.name, peer, exc)
             self._deny(peer, str(exc))
+            return False
         except UpdateRejected:
             metrics.updates_refused["invalid"] += 1
             raise
+        return True
 
     def _deny(self, peer: Peer, reason: str) -> None:
         now = time.monotonic()
