@@ -72,7 +72,7 @@ return 0
 
 # The first byte of a message; then the sender's signature, NUL, the payload.
 _UPDATES, _STATES, _QUERY = b"u", b"s", b"q"  # on a document's channel
-_ALIVE, _DELETED, _REVOKED = b"h", b"d", b"r"  # on the cluster's channel
+_ALIVE, _DELETED, _REVOKED, _STATELESS = b"h", b"d", b"r", b"t"  # on the cluster's channel
 _HEADER = struct.Struct(">QI")  # updates: the first one's offset, how many
 _LENGTH = struct.Struct(">I")
 _SENT_AT = struct.Struct(">d")  # a heartbeat: when its server sent it (its own clock)
@@ -180,6 +180,7 @@ class Bus:
         # and when pub/sub was lost, so that some of those may have been missed.
         self.on_deleted: Callable[[str], None] | None = None
         self.on_revoked: Callable[[], None] | None = None
+        self.on_stateless: Callable[[str, str], object] | None = None
         self.on_missed: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -243,6 +244,11 @@ class Bus:
         """Tell the other servers a revocation was just stored (they read and apply
         it)."""
         self._send(self._cluster, _REVOKED, b"")
+
+    def publish_stateless(self, doc: str, payload: str) -> None:
+        """Tell the other servers to send `payload` to their Hocuspocus clients of `doc`
+        (on the cluster's channel: a server need not watch the document to hear it)."""
+        self._send(self._cluster, _STATELESS, doc.encode() + b"\0" + payload.encode())
 
     def _send(self, channel: bytes, kind: bytes, payload: bytes, *, keep: bool = False) -> None:
         self._outbox.append((channel, kind + self._signature + payload, keep))
@@ -378,6 +384,9 @@ class Bus:
                     self.on_deleted(payload.decode())
                 elif kind == _REVOKED and self.on_revoked is not None:
                     self.on_revoked()
+                elif kind == _STATELESS and self.on_stateless is not None:
+                    doc, _, text = payload.partition(b"\0")
+                    self.on_stateless(doc.decode(), text.decode())
                 return
             room = self._watched.get(channel[len(self._doc_channels) :].decode())
             if room is None:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pycrdt
 
-from collab import hocuspocus
 from collab.config import Settings
 from collab.edits import edit
 from collab.errors import (
@@ -292,14 +291,10 @@ class Documents:
             raise Conflict(f"cannot read the state of {name!r}: {exc}") from exc
 
     def send_stateless(self, name: str, payload: str) -> int:
-        """Send a stateless message to every Hocuspocus client of `name` connected to this
-        server (their provider's `stateless` event); returns how many it went to."""
-        room = self._rooms.get(name)
-        peers = [peer for peer in room.peers if peer.hocuspocus] if room is not None else []
-        frame = hocuspocus.encode_stateless(payload)
-        for peer in peers:
-            peer.send(frame)
-        return len(peers)
+        """Send a stateless message to every Hocuspocus client of `name` (their
+        provider's `stateless` event), on every server of a cluster; returns how many of
+        this server's it went to."""
+        return self._rooms.send_stateless(name, payload)
 
     async def import_update(self, name: str, update: bytes) -> None:
         """Merge a binary Yjs update into `name` (creating it), as a client's edit.

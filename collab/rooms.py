@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from collab import hocuspocus
 from collab.config import Settings
 from collab.edits import edit
 from collab.errors import DocNotFound, StoreError
@@ -58,6 +59,7 @@ class Rooms:
         self._tasks: set[asyncio.Task[None]] = set()  # forgetting deleted rooms
         if bus is not None:
             bus.on_deleted = self._deleted_elsewhere
+            bus.on_stateless = self._send_stateless_here
             bus.on_missed.append(self._look_for_deleted)
 
     @property
@@ -279,6 +281,21 @@ class Rooms:
         async with self._alone(name):
             if name in self._rooms:
                 await self._drop(name)
+
+    def send_stateless(self, name: str, payload: str) -> int:
+        """Send a stateless message to every Hocuspocus client of `name`, on every server
+        of the cluster; returns how many of this server's it went to."""
+        if self._bus is not None:
+            self._bus.publish_stateless(name, payload)
+        return self._send_stateless_here(name, payload)
+
+    def _send_stateless_here(self, name: str, payload: str) -> int:
+        room = self._rooms.get(name)
+        peers = [peer for peer in room.peers if peer.hocuspocus] if room is not None else []
+        frame = hocuspocus.encode_stateless(payload)
+        for peer in peers:
+            peer.send(frame)
+        return len(peers)
 
     def close_peers(self, code: int, reason: str) -> None:
         """Ask every connection in every room to close."""
