@@ -1,7 +1,8 @@
 """The bundled web editor's pages: `/` (open a document by name), `/d/{name}` (edit it),
 and `/static/` (the built assets in collab/static, made by `npm run build` in frontend/).
 
-Pages are templates with the document name and the rooms prefix filled in, escaped.
+Pages are templates with the document name, the rooms prefix and the mount (the path a
+host app mounted collab under, collab.asgi or an aiohttp sub-app) filled in, escaped.
 Everything the pages load comes from this server, and the Content-Security-Policy says so.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from collab.appkeys import SETTINGS
+from collab.appkeys import MOUNT, SETTINGS
 from collab.errors import InvalidDocName
 from collab.names import check_doc_name
 
@@ -46,7 +47,7 @@ def _page(name: str, **values: str) -> web.Response:
 
 
 async def start_page(request: web.Request) -> web.Response:
-    return _page("index.html")
+    return _page("index.html", base=request.get(MOUNT, ""))
 
 
 async def editor_page(request: web.Request) -> web.Response:
@@ -55,11 +56,13 @@ async def editor_page(request: web.Request) -> web.Response:
         name = check_doc_name(request.match_info["name"], settings.max_name_length)
     except InvalidDocName as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from exc
-    return _page("editor.html", doc=name, room_prefix=settings.room_prefix)
+    return _page(
+        "editor.html", doc=name, room_prefix=settings.room_prefix, base=request.get(MOUNT, "")
+    )
 
 
 async def _static_headers(request: web.Request, response: web.StreamResponse) -> None:
-    if request.path.startswith("/static/"):
+    if request.path.startswith(request.get(MOUNT, "") + "/static/"):
         response.headers.update(_HEADERS)
 
 

@@ -15,6 +15,8 @@ from urllib.parse import quote, unquote
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from collab.appkeys import MOUNT
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -26,11 +28,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The client's address as the ASGI server saw it. Trusted only because nothing but this
 # relay can reach the socket (a private directory); a client's own copy is replaced.
 PEER_HEADER = "X-Collab-Peer"
+# The path the host mounted collab under (the scope's root_path): the editor's pages
+# link to their assets, the API and the rooms through it.
+MOUNT_HEADER = "X-Collab-Mount"
 # Headers about one hop, not about the request (RFC 9110 7.6.1), and those aiohttp sets.
 _HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"}
     | {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
-    | {"sec-websocket-protocol", PEER_HEADER.lower()}
+    | {"sec-websocket-protocol", PEER_HEADER.lower(), MOUNT_HEADER.lower()}
 )
 _RESPONSE_HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
 _LOST = 1011  # what the client is told when the inner connection ends without a close
@@ -51,10 +56,12 @@ _NO_TIMEOUT = aiohttp.ClientTimeout(total=None)
 
 @web.middleware
 async def forwarded_peer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The request as the client made it: its address is the relay's header."""
+    """The request as the client made it: its address and its mount are the relay's
+    headers."""
     host, _, _port = request.headers.get(PEER_HEADER, "").rpartition(":")
     if host:
         request = request.clone(remote=host)
+    request[MOUNT] = request.headers.get(MOUNT_HEADER, "")
     return await handler(request)
 
 
@@ -96,6 +103,8 @@ def forwarded_headers(scope: Scope) -> list[tuple[str, str]]:
     client = scope.get("client")
     if client:
         headers.append((PEER_HEADER, f"{client[0]}:{client[1]}"))
+    if root := str(scope.get("root_path", "")).rstrip("/"):
+        headers.append((MOUNT_HEADER, quote(root, safe="/:@!$&'()*+,;=-._~")))
     return headers
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import pycrdt
 import pytest
 from aiohttp import web
+from playwright.async_api import Browser, expect
 
 from collab.app import create_app
 from collab.asgi import create_asgi_app
@@ -204,6 +205,63 @@ async def test_collab_works_as_an_aiohttp_sub_application(tmp_path: Path) -> Non
             async with session.get(f"{http}/api/docs", headers=headers) as response:
                 assert response.status == 403
                 assert (await response.json())["error"]["status"] == 403
+    finally:
+        await runner.cleanup()
+
+
+async def use_the_bundled_editor(browser: Browser, http: str, doc: str) -> list[str]:
+    """Open `http`'s start page, open `doc` from it, type, and see the text in a second
+    editor; the URLs the pages asked for."""
+    context = await browser.new_context()
+    requested: list[str] = []
+    failed: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    context.on(
+        "response",
+        lambda response: (
+            failed.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
+    page = await context.new_page()
+    await page.goto(f"{http}/")
+    await page.locator("#doc-name-input").fill(doc)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{http}/d/{doc}")
+    await expect(page.locator("#status")).to_have_attribute("data-status", "connected")
+    await page.locator(".ProseMirror").click()
+    await page.keyboard.type("mounted")
+    other = await (await browser.new_context()).new_page()
+    await other.goto(f"{http}/d/{doc}")
+    await expect(other.locator(".ProseMirror p")).to_contain_text("mounted")
+    await page.locator("#history-toggle").click()  # lists versions through the API
+    await expect(page.locator("#history")).to_be_visible()
+    await page.locator("a.brand").click()
+    await page.wait_for_url(f"{http}/")
+    assert failed == []
+    return requested
+
+
+async def test_the_bundled_editor_works_under_both_mounts(
+    uvicorn: MakeUvicorn, browser: Browser, tmp_path: Path
+) -> None:
+    # Under FastAPI at /collab (through the relay) and under an aiohttp parent at /edit:
+    # every asset, API call and room of the pages is under the mount.
+    server = uvicorn()
+    await server.start()
+    asked = await use_the_bundled_editor(browser, f"{server.http}/collab", "asgi-notes")
+    assert asked and all(url.startswith(f"{server.http}/collab/") for url in asked), asked
+    assert f"{server.http}/collab/static/editor.js" in asked
+    parent = web.Application()
+    parent.add_subapp("/edit", create_app(Settings(db=tmp_path / "sub.db")))
+    runner = web.AppRunner(parent)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        http = f"http://127.0.0.1:{port}/edit"
+        asked = await use_the_bundled_editor(browser, http, "sub-notes")
+        assert asked and all(url.startswith(f"{http}/") for url in asked), asked
+        assert any("/edit/api/docs/sub-notes/" in url for url in asked), asked
     finally:
         await runner.cleanup()
 

@@ -8,13 +8,13 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { setupHistory } from './history.js'
 import * as authProtocol from 'y-protocols/auth'
-import { loadUser, rememberDoc, saveUser } from './identity.js'
+import { loadUser, mountBase, rememberDoc, saveUser } from './identity.js'
 import { canWrite, permissionFor, providerParams } from './session.js'
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`).content
 const docName = meta('collab-doc')
 const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:'
-const serverUrl = `${scheme}//${window.location.host}${meta('collab-room-prefix')}`
+const serverUrl = `${scheme}//${window.location.host}${mountBase}${meta('collab-room-prefix')}`
 
 const ydoc = new Y.Doc()
 const provider = new WebsocketProvider(serverUrl, docName, ydoc, { params: providerParams() })

@@ -5,6 +5,7 @@ import { Editor } from '@tiptap/core'
 import StarterKit from '@tiptap/starter-kit'
 import Collaboration from '@tiptap/extension-collaboration'
 import * as Y from 'yjs'
+import { mountBase } from './identity.js'
 import { authHeaders } from './session.js'
 
 // Long enough for a big document on a slow link; short enough that nothing hangs.
@@ -81,7 +82,7 @@ function versionButton (version) {
 }
 
 export function setupHistory (docName) {
-  const base = `/api/docs/${encodeURIComponent(docName)}/versions`
+  const base = `${mountBase}/api/docs/${encodeURIComponent(docName)}/versions`
   const $ = (id) => document.getElementById(id)
   const toggle = $('history-toggle')
   const panel = $('history')

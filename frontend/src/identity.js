@@ -54,7 +54,11 @@ export function rememberDoc (name) {
   write(RECENT_KEY, [{ name, openedAt: Date.now() }, ...rest].slice(0, RECENT_MAX))
 }
 
+// The path a host app mounted collab under ('' at the root): every link, API call and
+// room URL of these pages starts with it.
+export const mountBase = document.querySelector('meta[name="collab-base"]')?.content ?? ''
+
 // The editor's URL for a document name: each segment encoded, the slashes kept.
 export function editorPath (name) {
-  return '/d/' + name.split('/').map(encodeURIComponent).join('/')
+  return mountBase + '/d/' + name.split('/').map(encodeURIComponent).join('/')
 }

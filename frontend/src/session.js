@@ -2,6 +2,8 @@
 // links to /d/<name>?token=<token>. It goes to the provider as the `token` query
 // parameter and to the REST API as a Bearer header.
 
+import { mountBase } from './identity.js'
+
 const token = new URLSearchParams(window.location.search).get('token')
 
 export function providerParams () {
@@ -15,7 +17,7 @@ export function authHeaders (headers = {}) {
 // What this page may do with its document: 'none', 'read', 'write' or 'admin'.
 export async function permissionFor (docName) {
   try {
-    const response = await fetch(`/api/docs/${encodeURIComponent(docName)}/access`, {
+    const response = await fetch(`${mountBase}/api/docs/${encodeURIComponent(docName)}/access`, {
       headers: authHeaders(),
       signal: AbortSignal.timeout(10_000)
     })
