@@ -149,7 +149,9 @@ async def _serve_without_credential(
             extra={"close_code": code},
         )
         if first is None or first.type not in _ENDED:
-            await _hold(ws, request.app[SETTINGS])
+            late = await _hold(ws, request.app[SETTINGS], first is None)
+            if late is not None:
+                return _Handover(ws, late)
         metrics.closed(ws.close_code or code)
         await ws.close(code=code, message=str(refused).encode()[:120])
         stop_heartbeat(ws)
@@ -159,19 +161,25 @@ async def _serve_without_credential(
         metrics.connections_open -= 1
 
 
-async def _hold(ws: web.WebSocketResponse, settings: Settings) -> None:
+async def _hold(ws: web.WebSocketResponse, settings: Settings, silent: bool) -> bytes | None:
     """Read and drop what a refused client sends, for REFUSAL_HOLD_SECONDS at most,
-    within the read limits."""
+    within the read limits; if it was `silent` so far and its first frame is Hocuspocus'
+    after all (a slow link), that frame."""
     messages, volume = read_limits(settings, time.monotonic())
     try:
         async with asyncio.timeout(REFUSAL_HOLD_SECONDS):
             async for message in ws:
+                if silent and message.type is WSMsgType.BINARY:
+                    if hocuspocus.opens_hocuspocus(message.data):
+                        return bytes(message.data)
+                silent = False
                 size = len(message.data) if isinstance(message.data, bytes | str) else 0
                 now = time.monotonic()
                 if not (messages.allow(1, now) and volume.allow(size, now)):
-                    return
+                    return None
     except TimeoutError:
         pass
+    return None
 
 
 def _refusal(request: web.Request, exc: CollabError) -> web.Response:

@@ -127,3 +127,19 @@ async def test_an_update_past_the_quota_is_answered_not_saved_and_never_saved(
         assert await statuses_until_synced(socket, "q") == [False, True]
         await socket.close()
     assert server.runner.app[ROOMS].journal.metrics.updates_refused["quota"] == 1
+
+
+async def test_a_hocuspocus_token_that_comes_late_at_a_document_url_still_opens_it(
+    make_server: MakeServer,
+) -> None:
+    # Past the first-frame wait (0.5 s), with no credential in the URL: a slow link's
+    # provider is still let in by its in-band token, not closed with 4401.
+    server = await make_server(auth="token", auth_secret=SECRET)
+    token = mint(SECRET, "late", "write", now=time.time(), ttl=600)
+    async with aiohttp.ClientSession() as session:
+        socket = await session.ws_connect(f"{server.url}/late")
+        await asyncio.sleep(0.8)
+        await socket.send_bytes(auth("late", token))
+        async with asyncio.timeout(10):
+            assert (await socket.receive()).data == authenticated("late")
+        await socket.close()
