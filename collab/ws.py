@@ -109,12 +109,7 @@ async def _serve_hocuspocus(request: web.Request, handover: _Handover | None) ->
     # Imported here: multiplex builds on this module's connection plumbing.
     from collab.multiplex import Multiplex
 
-    if handover is None:
-        ws = _response(request.app[SETTINGS])
-        await ws.prepare(request)
-        request.app[METRICS].connections_opened += 1
-    else:
-        ws = handover.ws
+    ws = handover.ws if handover else await _accept(request)
     await Multiplex(request, ws).serve(handover.first if handover else None)
     return ws
 
@@ -127,10 +122,8 @@ async def _serve_without_credential(
     decides: Hocuspocus is handed over, to be checked per document; any other client
     is held a moment, then closed with `refused`'s 4401 (the browser shows that code
     and reason, where an HTTP 401 reaches its page as a bare 1006)."""
-    ws = _response(request.app[SETTINGS])
-    await ws.prepare(request)
+    ws = await _accept(request)
     metrics = request.app[METRICS]
-    metrics.connections_opened += 1
     metrics.connections_open += 1
     loose = request.app[LOOSE]
     loose.add(ws)  # closed with 1001 by a shutdown meanwhile
@@ -198,25 +191,28 @@ def _refusal(request: web.Request, exc: CollabError) -> web.Response:
     return web.Response(status=exc.status, text=f"{exc}\n", headers=exc.headers)
 
 
-def _response(settings: Settings) -> web.WebSocketResponse:
-    return web.WebSocketResponse(
+async def _accept(request: web.Request) -> web.WebSocketResponse:
+    """Answer the upgrade (counted as opened)."""
+    settings = request.app[SETTINGS]
+    ws = web.WebSocketResponse(
         max_msg_size=settings.max_message_bytes,
         heartbeat=settings.ping_seconds,
         compress=False,  # one encoded frame serves every reader
         timeout=_CLOSE_WAIT_SECONDS,
     )
+    await ws.prepare(request)
+    request.app[METRICS].connections_opened += 1
+    return ws
 
 
 async def _serve_room(
     request: web.Request, name: str, grant: Grant, access: Permission
 ) -> web.StreamResponse | _Handover:
-    ws = _response(request.app[SETTINGS])
     # The upgrade is answered before the room loads, so that the client sets up its side
     # meanwhile (a cold load measured about 6 ms sooner); nothing is sent or read in the
     # room until it has loaded.
-    await ws.prepare(request)
+    ws = await _accept(request)
     metrics = request.app[METRICS]
-    metrics.connections_opened += 1
     metrics.connections_open += 1
     rooms = request.app[ROOMS]
     try:

@@ -184,14 +184,23 @@ async def test_sigterm_of_uvicorn_loses_nothing_a_client_saw(
     assert bool(versions["versions"]) is (lifespan == "chained"), versions
 
 
-async def test_collab_works_as_an_aiohttp_sub_application(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def sub_application(prefix: str, db: Path) -> AsyncIterator[int]:
+    """An aiohttp parent app with collab at `prefix`, served on a free port (yielded)."""
     parent = web.Application()
-    parent.add_subapp("/collab", create_app(Settings(db=tmp_path / "collab.db")))
+    parent.add_subapp(prefix, create_app(Settings(db=db)))
     runner = web.AppRunner(parent)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+async def test_collab_works_as_an_aiohttp_sub_application(tmp_path: Path) -> None:
+    async with sub_application("/collab", tmp_path / "collab.db") as port:
         url, http = f"ws://127.0.0.1:{port}/collab", f"http://127.0.0.1:{port}/collab"
         async with Client(url, "notes") as one, Client(url, "notes") as two:
             text_of(one).insert(0, "under a prefix")
@@ -205,8 +214,6 @@ async def test_collab_works_as_an_aiohttp_sub_application(tmp_path: Path) -> Non
             async with session.get(f"{http}/api/docs", headers=headers) as response:
                 assert response.status == 403
                 assert (await response.json())["error"]["status"] == 403
-    finally:
-        await runner.cleanup()
 
 
 async def use_the_bundled_editor(browser: Browser, http: str, doc: str) -> list[str]:
@@ -251,19 +258,11 @@ async def test_the_bundled_editor_works_under_both_mounts(
     asked = await use_the_bundled_editor(browser, f"{server.http}/collab", "asgi-notes")
     assert asked and all(url.startswith(f"{server.http}/collab/") for url in asked), asked
     assert f"{server.http}/collab/static/editor.js" in asked
-    parent = web.Application()
-    parent.add_subapp("/edit", create_app(Settings(db=tmp_path / "sub.db")))
-    runner = web.AppRunner(parent)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with sub_application("/edit", tmp_path / "sub.db") as port:
         http = f"http://127.0.0.1:{port}/edit"
         asked = await use_the_bundled_editor(browser, http, "sub-notes")
         assert asked and all(url.startswith(f"{http}/") for url in asked), asked
         assert any("/edit/api/docs/sub-notes/" in url for url in asked), asked
-    finally:
-        await runner.cleanup()
 
 
 # --- the README's embedding examples, run as written
