@@ -44,8 +44,8 @@ YIELD_EVERY = 32
 _BURST_SECONDS = 5.0
 _SLOW_MESSAGE_SECONDS = 0.1
 _FIRST_FRAME_SECONDS = 0.5  # how long the protocol is waited for before joining
-# How long a socket that turned out to need a token is held before its 4401: the stock
-# y-websocket provider reconnects 100 ms after a close of a socket that had opened.
+# How long a socket that turned out to need a token is held before its 4401: y-websocket 2
+# reconnects 100 ms after any close of a socket that had opened (3.1 stops at a 44xx).
 REFUSAL_HOLD_SECONDS = 3.0
 
 

@@ -170,6 +170,21 @@ async def test_a_provider_at_a_document_url_sends_its_token_in_band_only(
         await check.wait_for(lambda: "in band;" in str(content(check)), timeout=10)
 
 
+async def test_a_stock_y_websocket_provider_with_no_token_is_closed_4401_once(
+    secured: RunningServer,
+    node: Node,  # noqa: F811
+) -> None:
+    # Its upgrade opens (a Hocuspocus provider's token would be in its first frame); then
+    # 4401, which y-websocket 3.1 takes as final (44xx): one socket, no reconnects.
+    proc = await node.start("sync", secured.url, "doc", "--timeout", "7000")
+    async with asyncio.timeout(30):
+        await proc.wait()
+    assert proc.returncode == 2  # it never synced
+    metrics = secured.runner.app[METRICS]
+    assert metrics.connections_opened == 1
+    assert metrics.connections_closed["4401"] == 1
+
+
 async def test_a_revoked_token_closes_its_document_and_nothing_else(
     secured: RunningServer,
     node: Node,  # noqa: F811
