@@ -7,10 +7,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pycrdt
 from playwright.async_api import Browser, expect
 
-from collab.auth import mint
+from collab.auth import mint, verify
 from collab.client import Client
 from collab.config import Secret
 from tests.conftest import RunningServer
@@ -68,3 +69,32 @@ async def test_a_page_without_a_valid_token_never_connects(
     await expect(page.locator("#status")).to_have_attribute(
         "data-status", "offline", timeout=WAIT_MS
     )
+
+
+async def test_a_page_with_no_token_or_a_revoked_one_says_why_it_stopped(
+    browser: Browser,
+    make_server: Callable[..., Awaitable[RunningServer]],
+) -> None:
+    # 4401 (no token) and 4403 (revoked) are final for y-websocket: the page says so and
+    # why, rather than "reconnecting" forever.
+    server = await make_server(auth="token", auth_secret=SECRET)
+    nobody = await (await person(browser, "Nobody", "#6e7781")).new_page()
+    await nobody.goto(f"{server.http}/d/plans")
+    await expect(nobody.locator("#status")).to_have_attribute(
+        "data-status", "closed", timeout=WAIT_MS
+    )
+    await expect(nobody.locator("#notice")).to_contain_text("a token is needed")
+    doomed = token("plans", "write")
+    rita = await person(browser, "Rita", "#d1242f")
+    page = await open_doc(rita, server.http, f"plans?token={doomed}")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{server.http}/api/revocations",
+            headers={"Authorization": f"Bearer {token('*', 'admin')}"},
+            json={"token_id": verify(SECRET, doomed, now=time.time()).token_id},
+        ) as response:
+            assert response.status == 201
+    await expect(page.locator("#status")).to_have_attribute(
+        "data-status", "closed", timeout=WAIT_MS
+    )
+    await expect(page.locator("#notice")).to_contain_text("revoked")

@@ -145,13 +145,20 @@ renderPresence()
 // --- connection state, always visible
 
 const statusEl = document.getElementById('status')
-const labels = { connecting: 'Connecting…', connected: 'Connected', offline: 'Offline · reconnecting…' }
+const labels = {
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  offline: 'Offline · reconnecting…',
+  closed: 'Disconnected'
+}
 let hasBeenOnline = false
 let hasFailed = false
+let closedFor = null // the reason of a close the provider takes as final (44xx)
 
 function refreshStatus () {
   let state = 'offline'
   if (provider.wsconnected && provider.synced && navigator.onLine) state = 'connected'
+  else if (closedFor !== null) state = 'closed'
   else if (!hasBeenOnline && !hasFailed && navigator.onLine) state = 'connecting'
   statusEl.dataset.status = state
   statusEl.textContent = labels[state]
@@ -165,6 +172,13 @@ provider.on('sync', (synced) => {
 provider.on('connection-close', () => {
   hasFailed = true
   refreshStatus()
+})
+// No token, a revoked one, a deleted document: y-websocket stops reconnecting, so say why
+// instead of "reconnecting" forever. Reopening the page (with a new link) tries again.
+provider.on('closed', ({ code, reason }) => {
+  closedFor = reason || `closed with ${code}`
+  refreshStatus()
+  showNotice(`Disconnected: ${closedFor}`)
 })
 window.addEventListener('online', refreshStatus)
 window.addEventListener('offline', refreshStatus)
